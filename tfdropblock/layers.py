@@ -1,0 +1,128 @@
+"""DropBlock layers for 1D, 2D and 3D features."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfdropblock import ops
+
+
+class _DropBlock(keras.layers.Layer):
+    """Shared implementation; subclasses fix the number of spatial axes."""
+
+    spatial_rank = None
+
+    def __init__(self, rate, block_size, seed=None, data_format=None, share_channels=False,
+                 gamma_mode="paper", **kwargs):
+        super().__init__(**kwargs)
+        self.rate = ops.check_rate(rate)
+        self.block_size = ops.check_block_size(block_size, self.spatial_rank)
+        self.data_format = ops.check_data_format(data_format)
+        self.share_channels = bool(share_channels)
+        self.gamma_mode = ops.check_gamma_mode(gamma_mode)
+        if seed is not None and not ops._is_int(seed):
+            raise TypeError(f"Invalid seed={seed!r}: expected an int or None.")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        # The rate lives in a variable so that a schedule can ramp it without retracing or
+        # recompiling the train function.
+        self.current_rate = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(self.rate), trainable=False,
+            dtype="float32", autocast=False, name="current_rate")
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        ops.spatial_shape_of(input_shape, self.spatial_rank, self.data_format)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        if isinstance(training, (bool, type(None))):
+            # A Python branch, as Keras's Dropout: inference adds no op at all.
+            return self._drop(inputs) if training else inputs
+        return tf.cond(tf.cast(training, tf.bool), lambda: self._drop(inputs), lambda: inputs)
+
+    def _drop(self, inputs):
+        if not inputs.dtype.is_floating:
+            raise TypeError(
+                f"{type(self).__name__} expects a floating-point input, received dtype "
+                f"{inputs.dtype.name}.")
+        keep = ops.drop_mask(inputs, self.current_rate, self.block_size,
+                             self._replica_seed(), self.data_format, self.share_channels,
+                             self.gamma_mode)
+        return ops.apply_mask(inputs, keep)
+
+    def _replica_seed(self):
+        seed = self.seed_generator.next()
+        # Every replica of a MirroredStrategy reads the same generator state; folding in the
+        # replica id gives each replica's shard masks of its own.
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            seed = tf.random.experimental.stateless_fold_in(
+                seed, tf.cast(context.replica_id_in_sync_group, tf.int64))
+        return seed
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "rate": self.rate,
+            "block_size": self.block_size,
+            "seed": self.seed,
+            "data_format": self.data_format,
+            "share_channels": self.share_channels,
+            "gamma_mode": self.gamma_mode,
+        }
+
+
+_DOC = """DropBlock for {what} (Ghiasi et al., 2018): drops contiguous blocks of a feature map.
+
+    In training, seeds are drawn with probability gamma only where a whole block fits inside
+    the map, each seed zeroes a block, and the output is rescaled by
+    ``count(mask) / count_ones(mask)`` over the whole batch. At inference (``training`` False or
+    None) the layer returns its input unchanged and adds no op to the graph.
+
+    Args:
+        rate: probability of dropping a unit, in [0, 1) (``1 - keep_prob`` of the paper).
+        block_size: int, or tuple of {rank} per-axis sizes; odd or even. A block larger than
+            the map is clamped to it.
+        seed: int or None, seeds the layer's generator.
+        data_format: ``"channels_last"`` or ``"channels_first"``; defaults to
+            ``keras.config.image_data_format()``.
+        share_channels: if True one mask per sample is shared by every channel; the default,
+            a mask per channel, is the paper's Algorithm 1.
+        gamma_mode: ``"paper"`` uses the paper's gamma (the realised drop fraction is a little
+            below ``rate`` because blocks overlap); ``"exact"`` solves for the gamma whose
+            expected drop fraction equals ``rate``.
+
+    The drop rate in use is the non-trainable variable ``current_rate``, which
+    :class:`tfdropblock.DropBlockScheduler` ramps during training.
+
+    Example:
+        >>> layer = {name}(rate=0.1, block_size={example_block})
+        >>> y = layer(keras.ops.ones({example_shape}), training=True)
+    """
+
+
+@keras.saving.register_keras_serializable(package="tfdropblock")
+class DropBlock1D(_DropBlock):
+    __doc__ = _DOC.format(what="sequences (batch, steps, channels)", rank=1, name="DropBlock1D",
+                          example_block=5, example_shape="(2, 32, 8)")
+    spatial_rank = 1
+
+
+@keras.saving.register_keras_serializable(package="tfdropblock")
+class DropBlock2D(_DropBlock):
+    __doc__ = _DOC.format(what="images (batch, height, width, channels)", rank=2,
+                          name="DropBlock2D", example_block=7, example_shape="(2, 28, 28, 16)")
+    spatial_rank = 2
+
+
+@keras.saving.register_keras_serializable(package="tfdropblock")
+class DropBlock3D(_DropBlock):
+    __doc__ = _DOC.format(what="volumes and video (batch, depth, height, width, channels)",
+                          rank=3, name="DropBlock3D", example_block=3,
+                          example_shape="(2, 8, 16, 16, 4)")
+    spatial_rank = 3
