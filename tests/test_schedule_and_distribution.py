@@ -1,0 +1,149 @@
+"""DropBlockScheduler (ramp without retracing) and MirroredStrategy (a mask per replica)."""
+
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfdropblock import DropBlock2D, DropBlockScheduler, dropblock_layers
+
+
+class TracedDropBlock(DropBlock2D):
+    """Counts Python traces of its call: a retrace of the train function shows up here."""
+
+    traces = 0
+
+    def call(self, inputs, training=None):
+        TracedDropBlock.traces += 1
+        return super().call(inputs, training=training)
+
+
+def build(layer_a, layer_b):
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = layer_a(x)
+    inner = keras.Sequential([keras.Input((12, 12, 4)), layer_b], name="inner")
+    x = inner(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(1)(x))
+
+
+class RateLog(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append([float(layer.current_rate.numpy()) for layer in dropblock_layers(
+            self.model)])
+
+
+def test_scheduler_ramps_linearly_without_retracing():
+    TracedDropBlock.traces = 0
+    model = build(TracedDropBlock(0.2, 3, seed=1), DropBlock2D(0.1, 3, seed=2))
+    model.compile("sgd", "mse", jit_compile=True)
+    x, y = np.random.rand(16, 12, 12, 3).astype("f4"), np.zeros((16, 1), "f4")
+    log = RateLog()
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0,
+              callbacks=[DropBlockScheduler(ramp_steps=4, start_rate=0.0), log])
+    traces_after_first_epoch = TracedDropBlock.traces
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0,
+              callbacks=[DropBlockScheduler(ramp_steps=4), log])
+    # The scheduler runs first, so the log sees the rate of the step about to run.
+    want = [[min(s / 4, 1) * 0.2, min(s / 4, 1) * 0.1] for s in range(8)] + [[0.2, 0.1]] * 8
+    np.testing.assert_allclose(log.rates, want, atol=1e-7)
+    assert TracedDropBlock.traces == traces_after_first_epoch
+    assert len(dropblock_layers(model)) == 2  # the nested Sequential's layer is found
+
+
+def test_scheduler_rate_drives_the_drop_fraction():
+    layer = DropBlock2D(0.4, 3, seed=0)
+    model = keras.Sequential([keras.Input((16, 16, 8)), layer])
+    scheduler = DropBlockScheduler(ramp_steps=10)
+    scheduler.set_model(model)
+    fn = tf.function(lambda x: model(x, training=True))
+    fractions = []
+    for step in (0, 5, 10):
+        scheduler.update(step)
+        fractions.append(float(np.mean(fn(tf.ones((32, 16, 16, 8))).numpy() == 0)))
+    assert fractions[0] == 0.0
+    assert 0.1 < fractions[1] < 0.25 < fractions[2] < 0.45, fractions
+
+
+def test_scheduler_in_custom_training_loop():
+    model = build(DropBlock2D(0.2, 3), DropBlock2D(0.2, 3))
+    optimizer = keras.optimizers.SGD()
+    scheduler = DropBlockScheduler(ramp_steps=3, start_rate=0.05)
+    scheduler.set_model(model)
+
+    @tf.function(jit_compile=True)
+    def train_step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model(x, training=True) ** 2)
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                      model.trainable_variables))
+        return loss
+
+    for step in range(5):
+        scheduler.on_train_batch_begin(step)
+        train_step(tf.ones((4, 12, 12, 3)))
+    assert [float(v.current_rate.numpy()) for v in dropblock_layers(model)] == pytest.approx(
+        [0.2, 0.2])
+    assert train_step.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("kwargs,argument", [
+    (dict(ramp_steps=0), "ramp_steps"), (dict(ramp_steps=2.5), "ramp_steps"),
+    (dict(ramp_steps=10, start_rate=1.5), "rate")])
+def test_scheduler_bad_arguments(kwargs, argument):
+    with pytest.raises((ValueError, TypeError), match=argument):
+        DropBlockScheduler(**kwargs)
+
+
+MIRRORED = textwrap.dedent("""
+    import os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from tfdropblock import DropBlock2D
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        layer = DropBlock2D(0.3, 3, seed=5)
+
+    @tf.function
+    def step(x):
+        return strategy.run(lambda t: layer(t, training=True), args=(x,))
+
+    out = step(tf.ones((4, 12, 12, 4)))
+    a, b = [t.numpy() for t in strategy.experimental_local_results(out)]
+    assert (a == 0).any() and (b == 0).any()
+    assert not np.array_equal(a, b), "replicas drew the same masks"
+
+    with strategy.scope():
+        inputs = keras.Input((12, 12, 3))
+        x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+        x = DropBlock2D(0.2, 3, seed=1)(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        model = keras.Model(inputs, keras.layers.Dense(1)(x))
+        model.compile("sgd", "mse")
+    hist = model.fit(np.random.rand(16, 12, 12, 3).astype("f4"), np.zeros((16, 1), "f4"),
+                     batch_size=8, epochs=2, verbose=0)
+    assert all(np.isfinite(hist.history["loss"]))
+    print("MIRRORED_OK")
+""")
+
+
+def test_mirrored_strategy_each_replica_draws_its_own_masks():
+    # Logical devices must be set before TensorFlow initialises: a fresh interpreter.
+    result = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True,
+                            timeout=300)
+    assert "MIRRORED_OK" in result.stdout, result.stderr[-3000:]
