@@ -4,3 +4,32 @@ import sys
 # Quiet TensorFlow's start-up logging; set before any test module imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(__file__))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_image_model():
+    """Builder of tiny conv models (16x16x3 -> 2 logits) for the export tests.
+
+    ``tiny_image_model(dropblock_cls)`` puts one ``dropblock_cls(rate, block_size)`` after the
+    first conv; ``None`` leaves DropBlock out. Conversions of such a model take well under 1 s.
+    """
+
+    def build(dropblock_cls="default", rate=0.2, block_size=3, resizing=False, name=None):
+        import keras
+
+        import tfdropblock
+
+        if dropblock_cls == "default":
+            dropblock_cls = tfdropblock.DropBlock2D
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((16, 16, 3), name="image")
+        x = keras.layers.Resizing(16, 16)(inputs) if resizing else inputs
+        x = keras.layers.Conv2D(4, 3, padding="same")(x)
+        if dropblock_cls is not None:
+            x = dropblock_cls(rate, block_size)(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, keras.layers.Dense(2)(x), name=name)
+
+    return build

@@ -1,0 +1,200 @@
+"""Verification of one format: convert, then structure, validity, parity, determinism.
+
+:func:`run_format` is the unit of work: :func:`tfdropblock.export.verify` runs it in-process,
+the isolated runner in a child process per format.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from tfdropblock.export import checks
+from tfdropblock.export.errors import ConversionError, InputError
+from tfdropblock.export.graphs import (is_random_op, onnx_graph, saved_model_graph, tflite_graph,
+                                       traced_graph)
+from tfdropblock.export.identity import dropblock_names
+from tfdropblock.export.loading import one_line
+from tfdropblock.export.onnx_export import OrtRunner
+from tfdropblock.export.report import ERROR, CheckResult, Finding, FormatResult
+from tfdropblock.export.savedmodel import ENDPOINT, SavedModelRunner
+from tfdropblock.export.signature import named_outputs
+from tfdropblock.export.tflite import TFLiteRunner
+
+
+class Context:
+    """What every format's verification needs: the model, its inputs and Keras's outputs."""
+
+    def __init__(self, model, signature, batches, atol, rtol, source=None):
+        self.model = model
+        self.signature = signature
+        self.batches = batches
+        self.atol, self.rtol = atol, rtol
+        self.source = source
+        self.expected = [self.keras(b) for b in batches]
+        self.layer_names = dropblock_names(model)
+
+    def keras(self, named):
+        outputs = self.model(self.signature.pack([named[n] for n in self.signature.names]),
+                             training=False)
+        return {k: np.asarray(v) for k, v in named_outputs(outputs).items()}
+
+    def model_info(self):
+        return {"name": self.model.name, "source": self.source,
+                "dropblock_layers": self.layer_names,
+                "has_dropblock": bool(self.layer_names),
+                "inputs": self.signature.describe(),
+                "outputs": list(self.expected[0]),
+                "batch_sizes": [len(next(iter(b.values()))) for b in self.batches]}
+
+
+def run_format(ctx, session, fmt, progress=None):
+    """Convert and check one format; never raises for a converter or runtime failure."""
+    say = progress or (lambda fmt, message: None)
+    result = FormatResult(fmt)
+    start = time.perf_counter()
+    try:
+        say(fmt, "converting")
+        {"saved_model": _saved_model, "tflite": _tflite, "onnx": _onnx}[fmt](
+            ctx, session, result, lambda message: say(fmt, message))
+        result.settle()
+    except ConversionError as e:
+        result.status, result.error = ERROR, str(e)
+        result.checks.setdefault("conversion", CheckResult(False, {"error": str(e)}))
+    except InputError as e:
+        result.status, result.error = ERROR, str(e)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:
+        result.status = ERROR
+        result.error = f"{type(e).__name__}: {one_line(e)}"
+    result.seconds = time.perf_counter() - start
+    say(fmt, f"{result.status} in {result.seconds:.1f} s")
+    return result
+
+
+def _structure(ctx, result, graph, reference_graph, session):
+    check, findings = checks.structure_check(graph, reference_graph, ctx.layer_names)
+    check.details["reference"] = session.reference_how
+    result.checks["structure"] = check
+    result.findings.extend(findings)
+
+
+def _parity_and_determinism(ctx, result, runners):
+    """``runners``: {label: callable(named inputs) -> named outputs}."""
+    runs, pairs = {}, {}
+    for label, run in runners.items():
+        runs[label] = [run(b) for b in ctx.batches]
+        pairs[label] = (runs[label][-1], run(ctx.batches[-1]))
+    check, findings = checks.parity_check(runs, ctx.expected, ctx.atol, ctx.rtol)
+    result.checks["parity"] = check
+    result.findings.extend(findings)
+    check, findings = checks.determinism_check(pairs)
+    result.checks["determinism"] = check
+    result.findings.extend(findings)
+
+
+def _invalid(result, what, error):
+    result.checks["validity"] = CheckResult(False, {"error": f"{type(error).__name__}: "
+                                                             f"{one_line(error)}"})
+    result.add(Finding("validity", what, result.format, f"{type(error).__name__}: "
+                                                        f"{one_line(error)}"))
+
+
+def _saved_model(ctx, session, result, say):
+    path = session.saved_model()
+    result.artifact = str(path)
+    result.checks["conversion"] = CheckResult(True)
+    say("checking structure")
+    _structure(ctx, result, saved_model_graph(path, ENDPOINT),
+               saved_model_graph(session.saved_model(reference=True), ENDPOINT), session)
+    try:
+        runner = SavedModelRunner(path)
+        result.checks["validity"] = CheckResult(True, {"reloaded": True})
+    except Exception as e:
+        _invalid(result, "the SavedModel does not reload", e)
+        return
+    say("checking parity")
+    _parity_and_determinism(ctx, result, {"saved_model (reloaded)": runner})
+
+
+def _leak_refused(ctx, result, error, where):
+    """A converter failed: if the traced inference function holds random ops, that is the leak
+    being caught (a check failure), not a tool failure. Returns True when it classified it."""
+    try:
+        graph = traced_graph(ctx.model, ctx.signature)
+    except Exception:
+        return False
+    random = graph.random_ops()
+    if not random:
+        return False
+    result.checks["conversion"] = CheckResult(False, {"error": str(error)})
+    result.checks["structure"] = CheckResult(False, {"entry": graph.entry,
+                                                     "random_ops": random})
+    result.add(Finding("structure", f"random op(s) in the inference function: "
+                                    f"{', '.join(random)}", where,
+                       f"a layer draws noise at inference time, and the converter refused "
+                       f"it: {error}"))
+    result.findings.extend(
+        Finding(f.check, f.what, f"{graph.entry}: {f.where}", f.why)
+        for f in checks.content_findings(graph, ctx.layer_names) if f.what.startswith("name "))
+    return True
+
+
+def _tflite(ctx, session, result, say):
+    try:
+        content = session.tflite()
+    except ConversionError as e:
+        if _leak_refused(ctx, result, e, "TFLite converter (builtin ops only)"):
+            return
+        raise
+    result.artifact = str(session.path("tflite"))
+    result.checks["conversion"] = CheckResult(True, {"bytes": len(content)})
+    say("checking structure")
+    _structure(ctx, result, tflite_graph(content), tflite_graph(session.tflite(reference=True)),
+               session)
+    try:
+        runner = TFLiteRunner(content)
+        runner(ctx.batches[0])
+        result.checks["validity"] = CheckResult(True, {"interpreter": "BUILTIN_WITHOUT_DEFAULT_"
+                                                                      "DELEGATES"})
+    except Exception as e:
+        _invalid(result, "the model does not load and run in the LiteRT interpreter "
+                         "(builtin ops, no default delegate)", e)
+        return
+    say("checking parity")
+    _parity_and_determinism(ctx, result, {"litert": runner})
+
+
+def _onnx(ctx, session, result, say):
+    import onnx
+
+    try:
+        proto = session.onnx()
+    except ConversionError as e:
+        if _leak_refused(ctx, result, e, "tf2onnx"):
+            return
+        raise
+    graph = onnx_graph(proto)
+    left = graph.unsupported_ops
+    result.checks["conversion"] = CheckResult(not left, {"opset": session.opset,
+                                                         "unconverted_ops": left})
+    if not left:
+        result.artifact = str(session.path("onnx"))
+    say("checking structure")
+    _structure(ctx, result, graph, onnx_graph(session.onnx(reference=True)), session)
+    if left and not any(is_random_op("onnx", op) for op in left):
+        raise ConversionError(f"tf2onnx could not convert {len(left)} op type(s): "
+                              f"{', '.join(left)}", format="onnx", unsupported_ops=left)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+        data = proto.SerializeToString()
+        runners = {"onnxruntime (ORT_DISABLE_ALL)": OrtRunner(data, "disable_all"),
+                   "onnxruntime (default optimisations)": OrtRunner(data, "default")}
+        result.checks["validity"] = CheckResult(True, {"checker": "full_check"})
+    except Exception as e:
+        _invalid(result, "onnx.checker (full_check) or ONNX Runtime rejects the model", e)
+        return
+    say("checking parity")
+    _parity_and_determinism(ctx, result, runners)

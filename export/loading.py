@@ -1,0 +1,94 @@
+"""Argument checks and model loading: everything that decides "bad usage or unreadable
+input" (CLI exit status 2) before any conversion starts."""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from pathlib import Path
+
+from tfdropblock.export.errors import InputError
+from tfdropblock.export.report import FORMATS
+
+
+def check_formats(formats):
+    """Normalise ``formats`` (a name, comma-separated names, or an iterable) to a tuple."""
+    if isinstance(formats, str):
+        formats = [formats]
+    try:
+        names = [part.strip() for item in formats for part in str(item).split(",") if part.strip()]
+    except TypeError:
+        names = None
+    if not names or any(n not in FORMATS for n in names):
+        raise InputError(f"Invalid formats={formats!r}: expected one or more of {FORMATS}.")
+    return tuple(dict.fromkeys(names))
+
+
+def check_tolerance(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value >= 0):
+        raise InputError(f"Invalid {name}={value!r}: expected a finite float >= 0.")
+    return float(value)
+
+
+def load_model(model, safe_mode=True):
+    """A Keras model, or a path to a ``.keras`` file loaded with ``safe_mode``; else InputError."""
+    if not isinstance(model, (str, os.PathLike)):
+        import keras
+
+        if not isinstance(model, keras.Model):
+            raise InputError(f"Invalid model={model!r}: expected a keras.Model or a path to a "
+                             ".keras file.")
+        return model
+    path = check_model_file(model)
+    import keras
+
+    try:
+        return keras.saving.load_model(str(path), safe_mode=safe_mode, compile=False)
+    except Exception as e:
+        hint = " (it needs safe_mode=False / --unsafe, if you trust the file)" if (
+            "safe_mode" in str(e)) else ""
+        raise InputError(f"{path}: cannot load the model{hint}: {type(e).__name__}: "
+                         f"{one_line(e)}") from None
+
+
+def check_model_file(path):
+    """Cheap checks of a model path that need no TensorFlow: InputError with one clear line."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file.")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a .keras model file.")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror}).") from None
+    if size == 0:
+        raise InputError(f"{path}: empty file, expected a .keras model file.")
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return path
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a .keras model (not a zip archive; truncated or another "
+                         "kind of file?).")
+    try:
+        with zipfile.ZipFile(path) as z:
+            if "config.json" not in z.namelist():
+                raise InputError(f"{path}: not a .keras model (no config.json inside).")
+            bad = z.testzip()
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{path}: corrupted .keras archive ({type(e).__name__}: "
+                         f"{one_line(e)}).") from None
+    if bad is not None:
+        raise InputError(f"{path}: corrupted .keras archive (bad CRC in {bad!r}).")
+    return path
+
+
+def one_line(e):
+    """The first non-empty line of an exception message, capped: for one-line reports."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0][:400] if lines else ""

@@ -1,0 +1,218 @@
+"""Findings, per-format results and the verification report (JSON-able, schema-versioned)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+FORMATS = ("saved_model", "tflite", "onnx")
+CHECKS = ("conversion", "structure", "validity", "parity", "determinism")
+
+PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
+
+# Exit statuses shared by the CLI and ``Report.exit_code``.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One problem: which check saw it, what it is, where in the artifact, and why it matters."""
+
+    check: str
+    what: str
+    where: str = ""
+    why: str = ""
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def __str__(self):
+        text = f"[{self.check}] {self.what}"
+        if self.where:
+            text += f" (at {self.where})"
+        if self.why:
+            text += f": {self.why}"
+        return text
+
+
+@dataclasses.dataclass
+class CheckResult:
+    """Outcome of one check on one format; ``ok`` is None when the check could not run."""
+
+    ok: bool | None
+    details: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self):
+        return {"ok": self.ok, **_jsonable(self.details)}
+
+
+@dataclasses.dataclass
+class FormatResult:
+    """Everything verified about one export format.
+
+    ``status`` is ``"passed"``, ``"failed"`` (a check found a problem), ``"error"`` (the converter
+    or a runtime failed, so the format could not be checked) or ``"skipped"``.
+    """
+
+    format: str
+    status: str = PASSED
+    artifact: str | None = None
+    checks: dict = dataclasses.field(default_factory=dict)
+    findings: list = dataclasses.field(default_factory=list)
+    error: str | None = None
+    seconds: float | None = None
+
+    @property
+    def ok(self):
+        return self.status == PASSED
+
+    def add(self, finding):
+        self.findings.append(finding)
+
+    def settle(self):
+        """Derive ``status`` from the checks (an error, once set, stays)."""
+        if self.status in (ERROR, SKIPPED):
+            return self
+        failed = any(c.ok is False for c in self.checks.values()) or bool(self.findings)
+        self.status = FAILED if failed else PASSED
+        return self
+
+    def to_dict(self):
+        return {
+            "format": self.format,
+            "status": self.status,
+            "artifact": self.artifact,
+            "error": self.error,
+            "seconds": None if self.seconds is None else round(self.seconds, 3),
+            "checks": {name: check.to_dict() for name, check in self.checks.items()},
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(
+            format=data["format"], status=data["status"], artifact=data.get("artifact"),
+            error=data.get("error"), seconds=data.get("seconds"),
+            checks={k: CheckResult(v.get("ok"), {x: y for x, y in v.items() if x != "ok"})
+                    for k, v in data.get("checks", {}).items()},
+            findings=[Finding(**f) for f in data.get("findings", [])])
+
+
+@dataclasses.dataclass
+class Report:
+    """Result of :func:`tfdropblock.export.verify`.
+
+    ``ok`` is True when every requested format passed every check. ``exit_code`` is what the CLI
+    returns: 0 all passed, 1 a check failed, 3 a converter or runtime failed (a definite check
+    failure takes precedence over a format that could not be checked).
+    """
+
+    model: dict
+    formats: dict
+    settings: dict = dataclasses.field(default_factory=dict)
+    notes: list = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self):
+        return bool(self.formats) and all(r.ok for r in self.formats.values())
+
+    @property
+    def findings(self):
+        return [f for r in self.formats.values() for f in r.findings]
+
+    @property
+    def exit_code(self):
+        statuses = {r.status for r in self.formats.values()}
+        if FAILED in statuses:
+            return EXIT_FAILED
+        if ERROR in statuses:
+            return EXIT_ERROR
+        return EXIT_OK
+
+    def to_dict(self):
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "versions": versions(),
+            "model": _jsonable(self.model),
+            "settings": _jsonable(self.settings),
+            "notes": list(self.notes),
+            "formats": {name: r.to_dict() for name, r in self.formats.items()},
+        }
+
+    def to_json(self, **kwargs):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, **kwargs)
+
+    def __str__(self):
+        return format_table(self)
+
+
+def versions():
+    """Versions of the stack the artifacts were produced and checked with (None if missing)."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for key, dist in (("tfdropblock", "tfdropblock"), ("tensorflow", "tensorflow"),
+                      ("keras", "keras"), ("tf2onnx", "tf2onnx"), ("onnx", "onnx"),
+                      ("onnxruntime", "onnxruntime"), ("litert", "ai-edge-litert"),
+                      ("numpy", "numpy")):
+        try:
+            out[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[key] = None
+    return out
+
+
+def format_table(report):
+    """A terminal table: one row per format, one column per check, then the findings."""
+    columns = ("format", *CHECKS[1:], "result")
+    rows = []
+    for name, r in report.formats.items():
+        cells = [name]
+        for check in CHECKS[1:]:
+            c = r.checks.get(check)
+            if c is None or c.ok is None:
+                cells.append("-")
+            elif c.ok:
+                worst = c.details.get("max_abs_error")
+                cells.append("ok" if worst is None else f"ok {worst:.1e}")
+            else:
+                cells.append("FAIL")
+        cells.append(r.status.upper())
+        rows.append(cells)
+    widths = [max(len(str(x)) for x in col) for col in zip(columns, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    out = [line(columns), line("-" * w for w in widths), *map(line, rows)]
+    names = report.model.get("dropblock_layers", [])
+    shown = ", ".join(names[:4]) + (f", ... {len(names) - 4} more" if len(names) > 4 else "")
+    out.insert(0, f"model {report.model.get('name')!r}: {len(names)} DropBlock layer(s)"
+               + (f" ({shown})" if names else ""))
+    for note in report.notes:
+        out.append(f"note: {note}")
+    for name, r in report.formats.items():
+        if r.error:
+            out.append(f"{name}: error: {r.error}")
+        for f in r.findings:
+            out.append(f"{name}: {f}")
+    out.append("OK" if report.ok else "FAILED")
+    return "\n".join(out)
+
+
+def _jsonable(value: Any):
+    """Plain JSON types only: numpy scalars and arrays, tuples and paths are converted."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return repr(value)  # strict JSON has no NaN/Infinity
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

@@ -1,0 +1,295 @@
+"""``tfdropblock`` command line: verify, export and inspect models, render DropBlock masks.
+
+Exit statuses: 0 everything passed; 1 a structure, validity, parity or determinism check failed
+(or ``inspect`` found something); 2 bad usage, or an input that cannot be read or loaded;
+3 a converter or runtime failed. Errors with status 2 or 3 print one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
+PROG = "tfdropblock"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        _fail(f"{self.prog}: error: {message}", EXIT_USAGE)
+
+
+class _Exit(Exception):
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
+def _fail(message, code):
+    raise _Exit(message, code)
+
+
+def _formats(value):
+    from tfdropblock.export.loading import check_formats
+    from tfdropblock.export.errors import InputError
+
+    try:
+        return check_formats(value)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _non_negative(value):
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid value {value!r}: expected a finite number >= 0")
+    return number
+
+
+def _positive(value):
+    number = _non_negative(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"invalid value {value!r}: expected a number > 0")
+    return number
+
+
+def build_parser():
+    from tfdropblock.export.report import FORMATS
+
+    parser = _Parser(prog=PROG, description="DropBlock for Keras 3: check that it folds away "
+                                            "in SavedModel, TFLite and ONNX exports.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def common(p):
+        p.add_argument("--formats", type=_formats, default=FORMATS, metavar="FORMAT[,FORMAT]",
+                       help=f"formats to export and check (default: {','.join(FORMATS)})")
+        p.add_argument("--atol", type=_non_negative, default=1e-5, help="parity absolute "
+                                                                        "tolerance (1e-5)")
+        p.add_argument("--rtol", type=_non_negative, default=1e-4, help="parity relative "
+                                                                        "tolerance (1e-4)")
+        p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13 to 18 (17)")
+        p.add_argument("--inputs", metavar="NPZ", help="example inputs (.npz, one array per "
+                                                       "model input name); default: generated")
+        p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE "
+                                                      "('-': stdout)")
+        p.add_argument("--unsafe", action="store_true", help="load the model with "
+                       "safe_mode=False (runs Lambda code: only for files you trust)")
+        p.add_argument("--import", dest="imports", action="append", default=[],
+                       metavar="MODULE", help="import MODULE first (registers custom layers); "
+                                              "repeatable")
+        p.add_argument("--timeout", type=_positive, default=600,
+                       help="seconds allowed to each format's converter (600)")
+        p.add_argument("--jobs", type=int, default=None, help="formats converted at once "
+                                                              "(default: one per CPU)")
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+
+    p = sub.add_parser("verify", help="export a model and check DropBlock folds away")
+    p.add_argument("model", nargs="?", metavar="MODEL.keras",
+                   help="model to check (default: tfdropblock.models.default_model())")
+    p.add_argument("--out", metavar="DIR", help="keep the artifacts of the formats that passed")
+    common(p)
+
+    p = sub.add_parser("export", help="verify, then write the artifacts")
+    p.add_argument("model", metavar="MODEL.keras")
+    p.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    p.add_argument("--force", action="store_true",
+                   help="write whatever converted even if a check failed")
+    common(p)
+
+    p = sub.add_parser("inspect", help="look for DropBlock leftovers in artifacts made "
+                                       "elsewhere")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="SavedModel directory, .tflite or .onnx file")
+    p.add_argument("--layer-name", action="append", default=[], metavar="NAME",
+                   help="DropBlock layer name to look for (default: Keras's drop_block*d "
+                        "names); repeatable")
+    p.add_argument("--json", metavar="FILE", help="write the findings as JSON ('-': stdout)")
+
+    p = sub.add_parser("show-masks", help="render example DropBlock masks to an image")
+    p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--rate", type=float, default=0.1)
+    p.add_argument("--block-size", type=int, default=7)
+    p.add_argument("--share-channels", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv=None):
+    """Console entry point; returns the exit status (and exits with it when run as a script)."""
+    try:
+        args = build_parser().parse_args(argv)
+        return {"verify": _verify, "export": _export, "inspect": _inspect,
+                "show-masks": _show_masks}[args.command](args)
+    except _Exit as e:
+        if str(e):
+            print(str(e), file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else EXIT_OK
+    except Exception as e:  # a bug of ours: still one line; the traceback on request
+        if os.environ.get("TFDROPBLOCK_DEBUG"):
+            raise
+        print(f"{PROG}: internal error: {type(e).__name__}: {_first_line(e)} (set "
+              "TFDROPBLOCK_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _progress(args):
+    if getattr(args, "quiet", False):
+        return None
+
+    def say(fmt, message):
+        print(f"[{PROG}] {fmt}: {message}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _load_inputs(path):
+    import numpy as np
+
+    from tfdropblock.export.errors import InputError
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise InputError(f"--inputs {path}: no such file.") from None
+    except Exception as e:
+        raise InputError(f"--inputs {path}: not a readable .npz file "
+                         f"({type(e).__name__}).") from None
+
+
+def _run_verify(args, out_dir, write):
+    from tfdropblock.export import ExportKitError, InputError, verify
+
+    try:
+        inputs = _load_inputs(args.inputs) if args.inputs else None
+        if args.jobs is not None and args.jobs < 1:
+            raise InputError(f"Invalid --jobs={args.jobs}: expected an int >= 1.")
+        return verify(args.model, formats=args.formats, inputs=inputs, atol=args.atol,
+                      rtol=args.rtol, opset=args.opset, out_dir=out_dir,
+                      safe_mode=not args.unsafe, isolate=True, timeout=args.timeout,
+                      jobs=args.jobs, write=write, imports=args.imports,
+                      progress=_progress(args))
+    except InputError as e:
+        _fail(f"{PROG}: error: {e}", EXIT_USAGE)
+    except ExportKitError as e:
+        _fail(f"{PROG}: error: {e}", EXIT_ERROR)
+    except OSError as e:
+        _fail(f"{PROG}: error: {e.filename or ''}: {e.strerror or e}", EXIT_USAGE)
+
+
+def _emit(args, report_dict, table):
+    """The table on stdout, and the JSON report to ``--json`` (or instead, for ``--json -``)."""
+    if args.json == "-":
+        print(json.dumps(report_dict, indent=2))
+        return
+    if table:
+        print(table)
+    if args.json:
+        from tfdropblock.export.atomic import write_bytes
+
+        try:
+            write_bytes(args.json, (json.dumps(report_dict, indent=2) + "\n").encode())
+        except OSError as e:
+            _fail(f"{PROG}: error: cannot write --json {args.json}: {e.strerror}", EXIT_USAGE)
+
+
+def _verify(args):
+    if args.model is None:
+        try:
+            from tfdropblock.models import default_model  # noqa: F401
+        except ImportError:
+            _fail(f"{PROG}: error: no MODEL.keras given and tfdropblock.models.default_model() "
+                  "is not available", EXIT_USAGE)
+    report = _run_verify(args, args.out, "passed")
+    _emit(args, report.to_dict(), str(report))
+    return report.exit_code
+
+
+def _export(args):
+    write = "converted" if args.force else "all_or_nothing"
+    report = _run_verify(args, args.out, write)
+    _emit(args, report.to_dict(), str(report))
+    written = [r.artifact for r in report.formats.values() if r.artifact]
+    if written:
+        print(f"wrote {', '.join(written)}", file=sys.stderr)
+    elif not report.ok:
+        print(f"{PROG}: verification failed: nothing written to {args.out} "
+              "(--force writes what converted)", file=sys.stderr)
+    return report.exit_code
+
+
+def _inspect(args):
+    from tfdropblock.export.errors import InputError
+    from tfdropblock.export.inspection import inspect_summary
+    from tfdropblock.export.report import SCHEMA_VERSION, versions
+
+    summaries, errors, lines = [], [], []
+    for path in args.paths:
+        try:
+            summary = inspect_summary(path, args.layer_name or None)
+        except InputError as e:
+            errors.append(str(e))
+            lines.append(f"{PROG}: error: {e}")
+            continue
+        except Exception as e:  # a parser bug must still not print a traceback
+            errors.append(f"{path}: cannot read ({type(e).__name__}: {e})")
+            lines.append(f"{PROG}: error: {path}: cannot read ({type(e).__name__})")
+            continue
+        summaries.append(summary)
+        status = "clean" if summary["ok"] else f"{len(summary['findings'])} finding(s)"
+        lines.append(f"{path} [{summary['format']}, {summary['op_count']} ops]: {status}")
+        for f in summary["findings"]:
+            where = f" (at {f['where']})" if f["where"] else ""
+            lines.append(f"  {f['what']}{where}")
+    code = EXIT_USAGE if errors else EXIT_FAILED if any(not s["ok"] for s in summaries) \
+        else EXIT_OK
+    data = {"schema_version": SCHEMA_VERSION, "ok": code == EXIT_OK, "exit_code": code,
+            "versions": versions(), "artifacts": summaries, "errors": errors}
+    if args.json != "-":
+        # Results on stdout; each unreadable input as one error line on stderr.
+        for line in lines:
+            print(line, file=sys.stderr if ": error: " in line else sys.stdout)
+        lines = []
+    _emit(args, data, "\n".join(lines))
+    return code
+
+
+def _show_masks(args):
+    try:
+        from tfdropblock.visualize import render_masks
+    except ImportError as e:
+        _fail(f"{PROG}: error: show-masks needs tfdropblock.visualize and matplotlib "
+              f"({e})", EXIT_USAGE)
+    try:
+        result = render_masks(args.out, rate=args.rate, block_size=args.block_size,
+                              share_channels=args.share_channels, seed=args.seed)
+    except (ValueError, TypeError) as e:
+        _fail(f"{PROG}: error: {_first_line(e)}", EXIT_USAGE)
+    except OSError as e:
+        _fail(f"{PROG}: error: cannot write {args.out}: {e.strerror or e}", EXIT_USAGE)
+    except Exception as e:
+        _fail(f"{PROG}: error: rendering failed: {type(e).__name__}: {_first_line(e)}",
+              EXIT_ERROR)
+    print(f"wrote {result if isinstance(result, (str, os.PathLike)) else args.out}")
+    return EXIT_OK
+
+
+def _first_line(e):
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0][:400] if lines else type(e).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())
