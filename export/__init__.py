@@ -12,28 +12,27 @@ the errors :class:`InputError` (bad usage, unreadable input) and :class:`Convers
 (a converter or runtime failed).
 """
 
-from tfdropblock.export.errors import ConversionError, ExportKitError, InputError
-from tfdropblock.export.identity import dropblocks_as_identity
-from tfdropblock.export.inspection import inspect
-from tfdropblock.export.pipeline import ARTIFACTS, export
-from tfdropblock.export.report import (FORMATS, SCHEMA_VERSION, CheckResult, Finding,
-                                       FormatResult, Report)
-from tfdropblock.export.verifier import assert_folds_away, verify
+from tfdropblock._lazy import lazy_exports
 
-__all__ = [
-    "ARTIFACTS",
-    "FORMATS",
-    "SCHEMA_VERSION",
-    "CheckResult",
-    "ConversionError",
-    "ExportKitError",
-    "Finding",
-    "FormatResult",
-    "InputError",
-    "Report",
-    "assert_folds_away",
-    "dropblocks_as_identity",
-    "export",
-    "inspect",
-    "verify",
-]
+# Imported on first use: the CLI reads argument errors and --help without TensorFlow.
+_EXPORTS = {
+    "ConversionError": "tfdropblock.export.errors",
+    "ExportKitError": "tfdropblock.export.errors",
+    "InputError": "tfdropblock.export.errors",
+    "dropblocks_as_identity": "tfdropblock.export.identity",
+    "inspect": "tfdropblock.export.inspection",
+    "ARTIFACTS": "tfdropblock.export.pipeline",
+    "export": "tfdropblock.export.pipeline",
+    "FORMATS": "tfdropblock.export.report",
+    "SCHEMA_VERSION": "tfdropblock.export.report",
+    "CheckResult": "tfdropblock.export.report",
+    "Finding": "tfdropblock.export.report",
+    "FormatResult": "tfdropblock.export.report",
+    "Report": "tfdropblock.export.report",
+    "assert_folds_away": "tfdropblock.export.verifier",
+    "verify": "tfdropblock.export.verifier",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,20 +1,25 @@
 """tfdropblock: DropBlock layers for Keras 3 on TensorFlow, and an export kit that proves they
-fold away in SavedModel, TFLite and ONNX."""
+fold away in SavedModel, TFLite and ONNX.
 
-from tfdropblock.gamma import expected_drop_fraction, gamma_for
-from tfdropblock.layers import DropBlock1D, DropBlock2D, DropBlock3D
-from tfdropblock.ops import dropblock
-from tfdropblock.schedule import DropBlockScheduler, dropblock_layers
+Names are imported on first use, so that ``tfdropblock --help`` and the CLI's argument errors
+answer without loading TensorFlow.
+"""
+
+from tfdropblock._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DropBlock1D",
-    "DropBlock2D",
-    "DropBlock3D",
-    "DropBlockScheduler",
-    "dropblock",
-    "dropblock_layers",
-    "expected_drop_fraction",
-    "gamma_for",
-]
+_EXPORTS = {
+    "DropBlock1D": "tfdropblock.layers",
+    "DropBlock2D": "tfdropblock.layers",
+    "DropBlock3D": "tfdropblock.layers",
+    "DropBlockScheduler": "tfdropblock.schedule",
+    "dropblock_layers": "tfdropblock.schedule",
+    "dropblock": "tfdropblock.ops",
+    "expected_drop_fraction": "tfdropblock.gamma",
+    "gamma_for": "tfdropblock.gamma",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -123,8 +123,11 @@ def build_parser():
 
 def main(argv=None):
     """Console entry point; returns the exit status (and exits with it when run as a script)."""
+    # TensorFlow's C++ start-up log would bury the report; failures reach us as exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         args = build_parser().parse_args(argv)
+        _import_tensorflow_quietly()
         return {"verify": _verify, "export": _export, "inspect": _inspect,
                 "show-masks": _show_masks}[args.command](args)
     except _Exit as e:
@@ -142,6 +145,27 @@ def main(argv=None):
         print(f"{PROG}: internal error: {type(e).__name__}: {_first_line(e)} (set "
               "TFDROPBLOCK_DEBUG=1 for the traceback)", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow with stderr silenced at the file-descriptor level.
+
+    Its C++ start-up lines (oneDNN, CUDA probing) are written before its logging reads
+    TF_CPP_MIN_LOG_LEVEL, so only the descriptor can hold them back. An import error is still
+    raised, and reported, after stderr is restored.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _progress(args):
