@@ -8,8 +8,9 @@
 
 Public API: :func:`export`, :func:`verify`, :func:`inspect`, :func:`assert_folds_away`,
 :class:`Report`, :class:`FormatResult`, :class:`Finding`, :func:`dropblocks_as_identity`, and
-the errors :class:`InputError` (bad usage, unreadable input) and :class:`ConversionError`
-(a converter or runtime failed).
+the errors :class:`InputError` (bad usage, unreadable input), its subclass :class:`OutputError`
+(the output cannot be written: not a directory, read-only, disk full) and
+:class:`ConversionError` (a converter or runtime failed).
 """
 
 from tfdropblock._lazy import lazy_exports
@@ -19,6 +20,7 @@ _EXPORTS = {
     "ConversionError": "tfdropblock.export.errors",
     "ExportKitError": "tfdropblock.export.errors",
     "InputError": "tfdropblock.export.errors",
+    "OutputError": "tfdropblock.export.errors",
     "dropblocks_as_identity": "tfdropblock.export.identity",
     "inspect": "tfdropblock.export.inspection",
     "ARTIFACTS": "tfdropblock.export.pipeline",

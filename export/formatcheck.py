@@ -11,12 +11,12 @@ import time
 import numpy as np
 
 from tfdropblock.export import checks
-from tfdropblock.export.errors import ConversionError, InputError
+from tfdropblock.export.errors import ConversionError, InputError, OutputError, write_failure
 from tfdropblock.export.graphs import (is_random_op, onnx_graph, saved_model_graph, tflite_graph,
                                        traced_graph)
 from tfdropblock.export.identity import dropblock_names
 from tfdropblock.export.loading import one_line
-from tfdropblock.export.onnx_export import OrtRunner
+from tfdropblock.export.onnx_export import ONNX_DATA, OrtRunner
 from tfdropblock.export.report import ERROR, CheckResult, Finding, FormatResult
 from tfdropblock.export.savedmodel import ENDPOINT, SavedModelRunner
 from tfdropblock.export.signature import named_outputs
@@ -50,7 +50,11 @@ class Context:
 
 
 def run_format(ctx, session, fmt, progress=None):
-    """Convert and check one format; never raises for a converter or runtime failure."""
+    """Convert and check one format; never raises for a converter or runtime failure.
+
+    Raises OutputError when the filesystem refused a write (disk full, quota, file-size
+    limit): that is no format's failure, and the other formats would meet it too.
+    """
     say = progress or (lambda fmt, message: None)
     result = FormatResult(fmt)
     start = time.perf_counter()
@@ -59,19 +63,28 @@ def run_format(ctx, session, fmt, progress=None):
         {"saved_model": _saved_model, "tflite": _tflite, "onnx": _onnx}[fmt](
             ctx, session, result, lambda message: say(fmt, message))
         result.settle()
-    except ConversionError as e:
-        result.status, result.error = ERROR, str(e)
-        result.checks.setdefault("conversion", CheckResult(False, {"error": str(e)}))
-    except InputError as e:
-        result.status, result.error = ERROR, str(e)
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, OutputError):
         raise
     except Exception as e:
-        result.status = ERROR
-        result.error = f"{type(e).__name__}: {one_line(e)}"
+        reason = write_failure(e)
+        if reason:
+            raise OutputError(f"writing the {fmt} artifact failed: {reason} (disk full, "
+                              "quota or file-size limit?)") from None
+        _record_error(result, e)
     result.seconds = time.perf_counter() - start
     say(fmt, f"{result.status} in {result.seconds:.1f} s")
     return result
+
+
+def _record_error(result, error):
+    result.status = ERROR
+    if isinstance(error, ConversionError):
+        result.error = str(error)
+        result.checks.setdefault("conversion", CheckResult(False, {"error": str(error)}))
+    elif isinstance(error, InputError):
+        result.error = str(error)
+    else:
+        result.error = f"{type(error).__name__}: {one_line(error)}"
 
 
 def _structure(ctx, result, graph, reference_graph, session):
@@ -187,12 +200,17 @@ def _onnx(ctx, session, result, say):
     if left and not any(is_random_op("onnx", op) for op in left):
         raise ConversionError(f"tf2onnx could not convert {len(left)} op type(s): "
                               f"{', '.join(left)}", format="onnx", unsupported_ops=left)
+    path = session.path("onnx")
+    external = (path.parent / ONNX_DATA).exists()
     try:
-        onnx.checker.check_model(proto, full_check=True)
-        data = proto.SerializeToString()
-        runners = {"onnxruntime (ORT_DISABLE_ALL)": OrtRunner(data, "disable_all"),
-                   "onnxruntime (default optimisations)": OrtRunner(data, "default")}
-        result.checks["validity"] = CheckResult(True, {"checker": "full_check"})
+        # What was written is what is checked: by path, which is also the only way the checker
+        # and ORT read a model whose weights are in external data.
+        source = path if path.exists() else proto.SerializeToString()
+        onnx.checker.check_model(str(path) if path.exists() else proto, full_check=True)
+        runners = {"onnxruntime (ORT_DISABLE_ALL)": OrtRunner(source, "disable_all"),
+                   "onnxruntime (default optimisations)": OrtRunner(source, "default")}
+        result.checks["validity"] = CheckResult(True, {"checker": "full_check",
+                                                       "external_data": external})
     except Exception as e:
         _invalid(result, "onnx.checker (full_check) or ONNX Runtime rejects the model", e)
         return

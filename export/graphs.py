@@ -93,7 +93,8 @@ def read_saved_model(path):
     try:
         proto.ParseFromString(pb.read_bytes())
     except Exception as e:  # protobuf raises DecodeError, or RuntimeWarning-ish errors
-        raise InputError(f"{pb}: corrupted SavedModel ({type(e).__name__}: {e}).") from None
+        raise InputError(f"{pb}: corrupted SavedModel ({type(e).__name__}: "
+                         f"{_one_line(e)}).") from None
     if not proto.meta_graphs:
         raise InputError(f"{pb}: corrupted or empty SavedModel (no meta graph).")
     meta = proto.meta_graphs[0]
@@ -173,8 +174,96 @@ def traced_graph(model, signature):
 
 # -- TFLite ------------------------------------------------------------------------------------
 
+class _Corrupt(Exception):
+    """A flatbuffer offset, length or size that the buffer cannot hold."""
+
+
+class _FlatBuffer:
+    """Bounds-checked reads of the few TFLite schema fields that ``tflite_graph`` needs.
+
+    The generated ``schema_py_generated`` reader trusts every offset: Python's ``unpack_from``
+    accepts negative offsets (a corrupted vtable then reads from the end of the file), string
+    slices past the end are silently truncated, and a corrupted vector length makes the reader
+    iterate up to 2**32 elements, each of which may alias the same large string: time and memory
+    quadratic in the file size. Here every read is checked against the buffer, and the total of
+    vector elements and string bytes read is capped by what a file of this size can hold without
+    aliasing (a converter never shares tensors or names between entries).
+    """
+
+    # (vtable slot byte offset) of each field read; see tensorflow/compiler/mlir/lite/schema.
+    MODEL_OPERATOR_CODES, MODEL_SUBGRAPHS = 6, 8
+    OPCODE_DEPRECATED_BUILTIN, OPCODE_CUSTOM, OPCODE_BUILTIN = 4, 6, 10
+    SUBGRAPH_TENSORS, SUBGRAPH_OPERATORS, SUBGRAPH_NAME = 4, 10, 12
+    TENSOR_NAME = 10
+    OPERATOR_OPCODE_INDEX = 4
+
+    def __init__(self, buf):
+        import struct
+
+        self.buf = buf
+        self.size = len(buf)
+        self._struct = struct
+        self.elements_left = self.size // 4
+        self.string_bytes_left = self.size
+
+    def _unpack(self, fmt, pos, width):
+        if pos < 0 or pos + width > self.size:
+            raise _Corrupt(f"offset {pos} outside the {self.size}-byte buffer")
+        return self._struct.unpack_from(fmt, self.buf, pos)[0]
+
+    def u32(self, pos):
+        return self._unpack("<I", pos, 4)
+
+    def _field(self, table, slot):
+        """Absolute position of a table field, or None when absent."""
+        vtable = table - self._unpack("<i", table, 4)
+        vtable_size = self._unpack("<H", vtable, 2)
+        if slot + 2 > vtable_size:
+            return None
+        offset = self._unpack("<H", vtable + slot, 2)
+        return table + offset if offset else None
+
+    def root(self):
+        return self.u32(0)
+
+    def scalar(self, table, slot, fmt, width, default=0):
+        pos = self._field(table, slot)
+        return default if pos is None else self._unpack(fmt, pos, width)
+
+    def _target(self, table, slot):
+        pos = self._field(table, slot)
+        return None if pos is None else pos + self.u32(pos)
+
+    def tables(self, table, slot):
+        """Positions of the tables of a vector-of-tables field (empty if absent)."""
+        vector = self._target(table, slot)
+        if vector is None:
+            return []
+        length = self.u32(vector)
+        if length > (self.size - vector - 4) // 4:
+            raise _Corrupt(f"vector of {length} elements at offset {vector} runs past the end")
+        if length > self.elements_left:
+            raise _Corrupt(f"more table entries than {self.size} bytes can hold (aliased "
+                           "entries?)")
+        self.elements_left -= length
+        return [vector + 4 + 4 * i + self.u32(vector + 4 + 4 * i) for i in range(length)]
+
+    def string(self, table, slot):
+        start = self._target(table, slot)
+        if start is None:
+            return None
+        length = self.u32(start)
+        if start + 4 + length > self.size:
+            raise _Corrupt(f"string of {length} bytes at offset {start} runs past the end")
+        if length > self.string_bytes_left:
+            raise _Corrupt(f"names total more bytes than the {self.size}-byte file holds "
+                           "(aliased strings?)")
+        self.string_bytes_left -= length
+        return self.buf[start + 4:start + 4 + length].decode("utf-8", "replace")
+
+
 def tflite_graph(path_or_bytes):
-    """Ops of every subgraph of a .tflite flatbuffer."""
+    """Ops of every subgraph of a .tflite flatbuffer; InputError if it is not a valid one."""
     from ai_edge_litert import schema_py_generated as schema
 
     buf = _read_bytes(path_or_bytes, "a TFLite model")
@@ -182,35 +271,35 @@ def tflite_graph(path_or_bytes):
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise InputError(f"{where}: not a TFLite flatbuffer (no 'TFL3' identifier).")
     builtin_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    fb = _FlatBuffer(buf)
     try:
-        model = schema.Model.GetRootAs(buf, 0)
+        model = fb.root()
         codes = []
-        for i in range(model.OperatorCodesLength()):
-            oc = model.OperatorCodes(i)
-            code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+        for oc in fb.tables(model, fb.MODEL_OPERATOR_CODES):
+            code = max(fb.scalar(oc, fb.OPCODE_BUILTIN, "<i", 4),
+                       fb.scalar(oc, fb.OPCODE_DEPRECATED_BUILTIN, "<b", 1))
             if code == schema.BuiltinOperator.CUSTOM:
-                custom = oc.CustomCode()
-                codes.append(custom.decode("utf-8", "replace") if custom else "CUSTOM")
+                codes.append(fb.string(oc, fb.OPCODE_CUSTOM) or "CUSTOM")
             else:
                 codes.append(builtin_names.get(code, f"BUILTIN_{code}"))
         ops, names, flex = collections.Counter(), [], []
-        for s in range(model.SubgraphsLength()):
-            sub = model.Subgraphs(s)
-            label = f"subgraph {s}" + (f" ({sub.Name().decode('utf-8', 'replace')})"
-                                       if sub.Name() else "")
-            for o in range(sub.OperatorsLength()):
-                op = codes[sub.Operators(o).OpcodeIndex()]
+        for s, sub in enumerate(fb.tables(model, fb.MODEL_SUBGRAPHS)):
+            name = fb.string(sub, fb.SUBGRAPH_NAME)
+            label = f"subgraph {s}" + (f" ({name})" if name else "")
+            for op_table in fb.tables(sub, fb.SUBGRAPH_OPERATORS):
+                index = fb.scalar(op_table, fb.OPERATOR_OPCODE_INDEX, "<I", 4)
+                if index >= len(codes):
+                    raise _Corrupt(f"operator code index {index} of {len(codes)}")
+                op = codes[index]
                 ops[op] += 1
                 if op.startswith("Flex"):
                     flex.append(op)
-            for t in range(sub.TensorsLength()):
-                name = sub.Tensors(t).Name()
+            for tensor in fb.tables(sub, fb.SUBGRAPH_TENSORS):
+                name = fb.string(tensor, fb.TENSOR_NAME)
                 if name:
-                    names.append((label, name.decode("utf-8", "replace")))
-    except InputError:
-        raise
-    except Exception as e:  # out-of-bounds reads of a truncated/corrupted buffer
-        raise InputError(f"{where}: corrupted TFLite flatbuffer ({type(e).__name__}: {e}).") from None
+                    names.append((label, name))
+    except _Corrupt as e:
+        raise InputError(f"{where}: corrupted TFLite flatbuffer ({e}).") from None
     return Graph("tflite", ops, names, flex_ops=sorted(set(flex)), entry="all subgraphs")
 
 
@@ -239,25 +328,25 @@ def onnx_graph(path_or_proto):
 
     model = load_onnx(path_or_proto)
     ops, names, unsupported = collections.Counter(), [], []
-    opset = {imp.domain or "": imp.version for imp in model.opset_import}
+    opset = {_text(imp.domain): imp.version for imp in model.opset_import}
 
     def walk(graph, label):
         for init in graph.initializer:
-            names.append((label, init.name))
+            names.append((label, _text(init.name)))
         for node in graph.node:
-            domain = node.domain or ""
-            key = node.op_type if domain in ("", "ai.onnx") else f"{domain}:{node.op_type}"
+            domain, op_type, name = _text(node.domain), _text(node.op_type), _text(node.name)
+            key = op_type if domain in ("", "ai.onnx") else f"{domain}:{op_type}"
             ops[key] += 1
-            if domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type, ""):
-                unsupported.append(node.op_type)
-            names.append((label, node.name))
-            names.extend((label, out) for out in node.output if out)
+            if domain in ("", "ai.onnx") and not onnx.defs.has(op_type, ""):
+                unsupported.append(op_type)
+            names.append((label, name))
+            names.extend((label, _text(out)) for out in node.output if out)
             for attr in node.attribute:
                 if attr.type == onnx.AttributeProto.GRAPH:
-                    walk(attr.g, f"{label}/{node.name}.{attr.name}")
+                    walk(attr.g, f"{label}/{name}.{_text(attr.name)}")
                 elif attr.type == onnx.AttributeProto.GRAPHS:
                     for i, g in enumerate(attr.graphs):
-                        walk(g, f"{label}/{node.name}.{attr.name}[{i}]")
+                        walk(g, f"{label}/{name}.{_text(attr.name)}[{i}]")
 
     walk(model.graph, "graph")
     graph = Graph("onnx", ops, names, unsupported_ops=sorted(set(unsupported)),
@@ -266,13 +355,31 @@ def onnx_graph(path_or_proto):
 
 
 def graph_of(path, fmt=None, signature=None):
-    """Dispatch on ``fmt`` (or on the path: a directory is a SavedModel)."""
+    """Dispatch on ``fmt`` (or on the path: a directory is a SavedModel).
+
+    The boundary of the parsers for files from elsewhere: whatever a corrupted file makes a
+    parser raise is that file's InputError, never another exception.
+    """
     fmt = fmt or detect_format(path)
-    if fmt == "saved_model":
-        return saved_model_graph(path, signature)
-    if fmt == "tflite":
-        return tflite_graph(path)
-    return onnx_graph(path)
+    try:
+        if fmt == "saved_model":
+            return saved_model_graph(path, signature)
+        if fmt == "tflite":
+            return tflite_graph(path)
+        if fmt == "onnx":
+            return onnx_graph(path)
+    except InputError:
+        raise
+    except RecursionError:
+        raise InputError(f"{path}: cannot parse this {fmt} artifact (nested too deeply).") \
+            from None
+    except MemoryError:
+        raise InputError(f"{path}: cannot parse this {fmt} artifact (sizes beyond memory).") \
+            from None
+    except Exception as e:  # a parser gap: still this file's error, with what went wrong
+        raise InputError(f"{path}: cannot parse this {fmt} artifact ({type(e).__name__}: "
+                         f"{_one_line(e)}).") from None
+    raise InputError(f"Invalid format={fmt!r}: expected one of 'saved_model', 'tflite', 'onnx'.")
 
 
 def detect_format(path):
@@ -314,3 +421,15 @@ def _read_bytes(path_or_bytes, kind):
     if not data:
         raise InputError(f"{path}: empty file, expected {kind}.")
     return data
+
+
+def _text(value):
+    """A proto string field as str: upb hands back bytes for a proto2 string that is not UTF-8."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value or ""
+
+
+def _one_line(e):
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0][:300] if lines else ""

@@ -20,7 +20,7 @@ import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-from tfdropblock.export.errors import InputError
+from tfdropblock.export.errors import InputError, OutputError
 from tfdropblock.export.loading import check_model_file, load_model
 from tfdropblock.export.report import ERROR, FormatResult
 
@@ -97,7 +97,7 @@ def verify_isolated(model_path, formats, options, out_dir=None, safe_mode=True,
                             entry[3] = time.monotonic()  # the next format's clock starts now
                             if left:
                                 continue
-                        elif message[0] in ("input_error", ERROR):
+                        elif message[0] in ("input_error", "output_error", ERROR):
                             for name in left:
                                 outcomes[name] = (message[0], message[1])
                             left.clear()
@@ -123,6 +123,11 @@ def verify_isolated(model_path, formats, options, out_dir=None, safe_mode=True,
         input_errors = [p for k, p in outcomes.values() if k == "input_error"]
         if input_errors:
             raise InputError(input_errors[0])
+        output_errors = [p for k, p in outcomes.values() if k == "output_error"]
+        if output_errors:
+            from tfdropblock.export.verifier import output_error
+
+            raise output_error(out_dir, output_errors[0])
         results, model_info, staged = {}, None, {}
         for fmt in formats:
             kind, payload = outcomes[fmt]
@@ -256,10 +261,14 @@ def child_main(conn, job):
         options = job["options"]
         session = Session(model, ctx.signature, job["work"], options["opset"],
                           options.get("tflite_select_tf_ops", False),
-                          options.get("reference", "auto"))
+                          options.get("reference", "auto"), options.get("onnx_external_data"))
         for fmt in job["formats"]:
-            result = run_format(ctx, session, fmt, progress=lambda f, message: conn.send(
-                ("progress", f, message)))
+            try:
+                result = run_format(ctx, session, fmt, progress=lambda f, message: conn.send(
+                    ("progress", f, message)))
+            except OutputError as e:
+                conn.send(("output_error", str(e)))
+                return
             conn.send(("result", fmt, {"result": result.to_dict(), "model": ctx.model_info(),
                                        "staged": str(session.path(fmt).parent)}))
     except BaseException as e:  # anything else is this child's formats' error, not the parent's

@@ -3,6 +3,7 @@ input" (CLI exit status 2) before any conversion starts."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import zipfile
@@ -10,6 +11,8 @@ from pathlib import Path
 
 from tfdropblock.export.errors import InputError
 from tfdropblock.export.report import FORMATS
+
+MAX_CONFIG_BYTES = 64 * 2**20
 
 
 def check_formats(formats):
@@ -68,8 +71,13 @@ def check_model_file(path):
         raise InputError(f"{path}: cannot read ({e.strerror}).") from None
     if size == 0:
         raise InputError(f"{path}: empty file, expected a .keras model file.")
-    if path.suffix.lower() in (".h5", ".hdf5"):
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
         return path
+    if suffix != ".keras":
+        # Keras 3 loads only these; saying so here beats its error from a child process.
+        raise InputError(f"{path}: expected a .keras model file (or a legacy .h5), not "
+                         f"{suffix or 'a file without extension'!r}.")
     if not zipfile.is_zipfile(path):
         raise InputError(f"{path}: not a .keras model (not a zip archive; truncated or another "
                          "kind of file?).")
@@ -77,6 +85,16 @@ def check_model_file(path):
         with zipfile.ZipFile(path) as z:
             if "config.json" not in z.namelist():
                 raise InputError(f"{path}: not a .keras model (no config.json inside).")
+            if z.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
+                raise InputError(f"{path}: not a .keras model (config.json over "
+                                 f"{MAX_CONFIG_BYTES // 2**20} MiB).")
+            try:
+                config = json.loads(z.read("config.json"))
+            except ValueError:
+                config = None
+            if not isinstance(config, dict):
+                raise InputError(f"{path}: not a .keras model (config.json is not a JSON "
+                                 "object).")
             bad = z.testzip()
     except InputError:
         raise

@@ -12,18 +12,21 @@ import signal
 import time
 from pathlib import Path
 
-from tfdropblock.export.atomic import commit, staging_dir, write_bytes
-from tfdropblock.export.errors import ConversionError, InputError
+from tfdropblock.export.atomic import commit_many, staging_dir, write_bytes
+from tfdropblock.export.errors import ConversionError, InputError, OutputError, write_failure
 from tfdropblock.export.graphs import onnx_graph, traced_graph
 from tfdropblock.export.identity import dropblock_names, dropblocks_as_identity
 from tfdropblock.export.loading import check_formats, load_model, one_line
-from tfdropblock.export.onnx_export import DEFAULT_OPSET, check_opset, convert_onnx
+from tfdropblock.export.onnx_export import (DEFAULT_OPSET, ONNX_DATA, check_external_data,
+                                            check_opset, convert_onnx, save_onnx)
 from tfdropblock.export.report import FORMATS
 from tfdropblock.export.savedmodel import export_saved_model
 from tfdropblock.export.signature import Signature
 from tfdropblock.export.tflite import convert_tflite
 
 ARTIFACTS = {"saved_model": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
+# Files that belong to an artifact when present: an ONNX model's external data.
+COMPANIONS = {"onnx": (ONNX_DATA,)}
 REFERENCE_MODES = ("auto", "export")
 
 # Test hook: "FORMAT:KIND[,FORMAT:KIND]" makes that format's converter raise, crash (SIGSEGV)
@@ -50,7 +53,7 @@ class Session:
     """Converts one model (and its identity reference) to each format, once, under ``workdir``."""
 
     def __init__(self, model, signature, workdir, opset=DEFAULT_OPSET, tflite_select_tf_ops=False,
-                 reference="auto"):
+                 reference="auto", onnx_external_data=None):
         if reference not in REFERENCE_MODES:
             raise InputError(f"Invalid reference={reference!r}: expected one of "
                              f"{REFERENCE_MODES}.")
@@ -59,6 +62,7 @@ class Session:
         self.workdir = Path(workdir)
         self.opset = check_opset(opset)
         self.select_tf_ops = bool(tflite_select_tf_ops)
+        self.onnx_external_data = check_external_data(onnx_external_data)
         self.reference_mode = reference
         self.layer_names = dropblock_names(model)
         self._cache = {}
@@ -146,7 +150,7 @@ class Session:
                 _fault("onnx")
             proto = convert_onnx(self.model, self.signature, self.opset)
             if not onnx_graph(proto).unsupported_ops:
-                write_bytes(self.path("onnx", ref), proto.SerializeToString())
+                save_onnx(proto, self.path("onnx", ref), self.onnx_external_data)
             return proto
         return self._get("onnx", build, reference)
 
@@ -166,7 +170,7 @@ class Session:
 
 
 def export(model, out_dir, formats=FORMATS, *, input_signature=None, opset=DEFAULT_OPSET,
-           tflite_select_tf_ops=False, safe_mode=True, progress=None):
+           tflite_select_tf_ops=False, onnx_external_data=None, safe_mode=True, progress=None):
     """Export ``model(x, training=False)`` to ``out_dir`` in each of ``formats``.
 
     Writes ``saved_model/`` (``keras.export.ExportArchive``, endpoint and signature ``serve``),
@@ -175,7 +179,8 @@ def export(model, out_dir, formats=FORMATS, *, input_signature=None, opset=DEFAU
     18; rejected if tf2onnx left any op unconverted). The batch axis stays dynamic.
 
     Everything is built in a hidden sibling of ``out_dir`` and moved into place only once every
-    format converted: on any failure (or Ctrl-C) nothing in ``out_dir`` changes.
+    format converted: on any failure (or Ctrl-C) nothing in ``out_dir`` changes. Concurrent runs
+    into one ``out_dir`` are safe: see :mod:`tfdropblock.export.atomic` for what a reader sees.
 
     Args:
         model: a ``keras.Model`` or the path of a ``.keras`` file.
@@ -183,33 +188,63 @@ def export(model, out_dir, formats=FORMATS, *, input_signature=None, opset=DEFAU
         formats: any of ``"saved_model"``, ``"tflite"``, ``"onnx"``.
         input_signature: TensorSpecs for models whose inputs Keras cannot tell (subclassed).
         opset: ONNX opset, 13 to 18.
+        onnx_external_data: ``None`` writes the ONNX weights to ``model.onnx.data`` beside
+            ``model.onnx`` only when the model exceeds the 2 GiB protobuf limit; ``True``
+            always; ``False`` never (a model over the limit is then a ConversionError).
         progress: optional callable ``progress(format, message)``.
     Returns:
         dict format -> path written.
     Raises:
         ConversionError: a converter failed (every format is still attempted first).
+        OutputError: ``out_dir`` cannot be created or written, or the filesystem refused a
+            write (disk full, quota, file-size limit); an InputError (CLI exit status 2).
         InputError: bad arguments or an unloadable model.
     """
     formats = check_formats(formats)
     check_opset(opset)
+    check_external_data(onnx_external_data)
     model = load_model(model, safe_mode)
     signature = Signature.from_model(model, input_signature)
     say = progress or (lambda fmt, message: None)
     errors = []
     with staging_dir(out_dir) as stage:
-        session = Session(model, signature, stage, opset, tflite_select_tf_ops)
+        session = Session(model, signature, stage, opset, tflite_select_tf_ops,
+                          onnx_external_data=onnx_external_data)
         for fmt in formats:
             say(fmt, "converting")
             try:
                 session.artifact(fmt)
                 say(fmt, "converted")
-            except ConversionError as e:
-                errors.append(f"{fmt}: {e}")
-                say(fmt, f"failed: {e}")
             except Exception as e:  # a converter bug is that format's failure, not the run's
-                errors.append(f"{fmt}: {type(e).__name__}: {one_line(e)}")
-                say(fmt, f"failed: {type(e).__name__}: {one_line(e)}")
+                reason = write_failure(e)
+                if reason:  # the other formats would hit the same full disk
+                    raise OutputError(
+                        f"Cannot write to out_dir={str(Path(out_dir).absolute())!r}: writing "
+                        f"the {fmt} artifact failed: {reason} (disk full, quota or file-size "
+                        "limit?); nothing was written.") from None
+                text = str(e) if isinstance(e, ConversionError) else (
+                    f"{type(e).__name__}: {one_line(e)}")
+                errors.append(f"{fmt}: {text}")
+                say(fmt, f"failed: {text}")
         if errors:
             raise ConversionError("export failed, nothing written: " + "; ".join(errors))
-        written = commit(stage / "main", out_dir, [ARTIFACTS[f] for f in formats])
-    return dict(zip(formats, map(str, written)))
+        items, remove = commit_plan({fmt: stage / "main" for fmt in formats})
+        commit_many(out_dir, items, remove)
+    return {fmt: str(Path(out_dir).absolute() / ARTIFACTS[fmt]) for fmt in formats}
+
+
+def commit_plan(staged):
+    """``staged``: format -> directory holding its artifact. Returns ``(items, remove)`` for
+    :func:`~tfdropblock.export.atomic.commit_many`: each artifact's companion files go in
+    before the artifact that refers to them, and a companion the new artifact does not have is
+    removed after it (an older ``model.onnx.data`` must not outlive its ``model.onnx``)."""
+    items, remove = [], []
+    for fmt, directory in staged.items():
+        directory = Path(directory)
+        for companion in COMPANIONS.get(fmt, ()):
+            if (directory / companion).exists():
+                items.append((directory / companion, companion))
+            else:
+                remove.append(companion)
+        items.append((directory / ARTIFACTS[fmt], ARTIFACTS[fmt]))
+    return items, remove

@@ -7,12 +7,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tfdropblock.export.atomic import commit, staging_dir
-from tfdropblock.export.errors import InputError
-from tfdropblock.export.onnx_export import DEFAULT_OPSET, check_opset
+from tfdropblock.export.atomic import commit_many, staging_dir
+from tfdropblock.export.errors import InputError, OutputError
+from tfdropblock.export.onnx_export import DEFAULT_OPSET, check_external_data, check_opset
 from tfdropblock.export.formatcheck import Context, run_format
 from tfdropblock.export.loading import check_formats, check_tolerance, load_model
-from tfdropblock.export.pipeline import ARTIFACTS, REFERENCE_MODES, Session
+from tfdropblock.export.pipeline import ARTIFACTS, REFERENCE_MODES, Session, commit_plan
 from tfdropblock.export.report import FORMATS, PASSED, Report
 from tfdropblock.export.signature import Signature
 
@@ -22,8 +22,8 @@ NO_DROPBLOCK_NOTE = ("the model has no DropBlock layer: its structure is compare
 
 def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_signature=None,
            opset=DEFAULT_OPSET, out_dir=None, safe_mode=True, isolate=False, timeout=600,
-           jobs=None, seed=0, tflite_select_tf_ops=False, write="passed", imports=(),
-           reference="auto", progress=None):
+           jobs=None, seed=0, tflite_select_tf_ops=False, onnx_external_data=None,
+           write="passed", imports=(), reference="auto", progress=None):
     """Export ``model`` and check, per format, that DropBlock folds away.
 
     For each format: **structure** (the op multiset reachable from the inference entry point of
@@ -41,6 +41,9 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
         atol, rtol: parity tolerance, ``|got - keras| <= atol + rtol * |keras|``.
         input_signature: TensorSpecs, for models whose inputs Keras cannot tell.
         opset: ONNX opset, 13 to 18.
+        onnx_external_data: ONNX weights in ``model.onnx.data`` beside ``model.onnx``:
+            ``None`` only above the 2 GiB protobuf limit, ``True`` always, ``False`` never.
+            Validity and parity then load the model by path, as a user has to.
         out_dir: if given, artifacts are moved there atomically, as ``write`` says:
             ``"passed"`` (each format that passed), ``"all_or_nothing"`` (all, only if every
             format passed) or ``"converted"`` (whatever converted, even if a check failed).
@@ -56,17 +59,22 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
         progress: optional callable ``progress(format, message)``.
     Returns:
         :class:`Report`.
+    Raises:
+        InputError: bad arguments or an unloadable model.
+        OutputError (an InputError): ``out_dir`` or the work directory cannot be written, or
+            the filesystem refused a write (disk full, quota, file-size limit).
     """
     formats = check_formats(formats)
     atol, rtol = check_tolerance("atol", atol), check_tolerance("rtol", rtol)
     check_opset(opset)
+    check_external_data(onnx_external_data)
     if write not in WRITE_POLICIES:
         raise InputError(f"Invalid write={write!r}: expected one of {WRITE_POLICIES}.")
     if reference not in REFERENCE_MODES:
         raise InputError(f"Invalid reference={reference!r}: expected one of {REFERENCE_MODES}.")
     options = dict(inputs=inputs, atol=atol, rtol=rtol, input_signature=input_signature,
                    opset=opset, seed=seed, tflite_select_tf_ops=tflite_select_tf_ops,
-                   reference=reference)
+                   reference=reference, onnx_external_data=onnx_external_data)
     if isolate:
         from tfdropblock.export.isolation import verify_isolated
 
@@ -81,11 +89,23 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
     model = load_model(model, safe_mode)
     ctx = make_context(model, options, source)
     with _workdir(out_dir) as work:
-        session = Session(model, ctx.signature, work, opset, tflite_select_tf_ops, reference)
-        results = {fmt: run_format(ctx, session, fmt, progress) for fmt in formats}
+        session = Session(model, ctx.signature, work, opset, tflite_select_tf_ops, reference,
+                          onnx_external_data)
+        try:
+            results = {fmt: run_format(ctx, session, fmt, progress) for fmt in formats}
+        except OutputError as e:
+            raise output_error(out_dir, e) from None
         report = build_report(ctx.model_info(), results, options)
         commit_passed(report, {fmt: work / "main" for fmt in formats}, out_dir, write)
     return report
+
+
+def output_error(out_dir, error):
+    """``error`` (a refused write) restated for the user: which destination, and that nothing
+    in it changed."""
+    where = (f"Cannot write to out_dir={str(Path(out_dir).absolute())!r}" if out_dir is not None
+             else "Cannot write the work directory (tempfile.gettempdir(); set TMPDIR)")
+    return OutputError(f"{where}: {error}; nothing was written.")
 
 
 def import_modules(names):
@@ -106,7 +126,7 @@ def make_context(model, options, source=None):
 
 def build_report(model_info, results, options):
     settings = {k: options[k] for k in ("atol", "rtol", "opset", "seed", "tflite_select_tf_ops",
-                                        "reference") if k in options}
+                                        "reference", "onnx_external_data") if k in options}
     settings["inputs"] = "user" if options.get("inputs") is not None else "generated"
     notes = [] if model_info.get("has_dropblock", True) else [NO_DROPBLOCK_NOTE]
     return Report(model=model_info, formats=results, settings=settings, notes=notes)
@@ -123,18 +143,22 @@ def commit_passed(report, staged_dirs, out_dir, write="passed"):
     ``staged_dirs``: format -> directory holding that format's artifact. Artifacts not kept get
     ``artifact = None`` in the report (their directory is about to be deleted).
     """
-    written = []
     everything_ok = report.ok
+    kept = {}
     for fmt, result in report.formats.items():
         keep = bool(result.artifact) and out_dir is not None and (
             write == "converted" or (write == "passed" and result.status == PASSED)
             or (write == "all_or_nothing" and everything_ok))
         if keep:
-            written += commit(staged_dirs[fmt], out_dir, [ARTIFACTS[fmt]])
+            kept[fmt] = staged_dirs[fmt]
             result.artifact = str(Path(out_dir).absolute() / ARTIFACTS[fmt])
         else:
             result.artifact = None
-    return written
+    if not kept:
+        return []
+    # One commit for every format, so that concurrent runs' sets do not interleave.
+    items, remove = commit_plan(kept)
+    return commit_many(out_dir, items, remove)
 
 
 class _workdir:

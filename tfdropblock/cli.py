@@ -1,8 +1,10 @@
 """``tfdropblock`` command line: verify, export and inspect models, render DropBlock masks.
 
 Exit statuses: 0 everything passed; 1 a structure, validity, parity or determinism check failed
-(or ``inspect`` found something); 2 bad usage, or an input that cannot be read or loaded;
-3 a converter or runtime failed. Errors with status 2 or 3 print one line, never a traceback.
+(or ``inspect`` found something); 2 bad usage, an input that cannot be read or loaded, or an
+output that cannot be written (``--out`` under a file, read-only, disk full or a file-size
+limit: nothing is written then); 3 a converter or runtime failed. Errors with status 2 or 3
+print one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ def build_parser():
         p.add_argument("--rtol", type=_non_negative, default=1e-4, help="parity relative "
                                                                         "tolerance (1e-4)")
         p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13 to 18 (17)")
+        p.add_argument("--onnx-external-data", action="store_true", default=None,
+                       help="write the ONNX weights to model.onnx.data beside model.onnx "
+                            "(default: only for a model over the 2 GiB protobuf limit)")
         p.add_argument("--inputs", metavar="NPZ", help="example inputs (.npz, one array per "
                                                        "model input name); default: generated")
         p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE "
@@ -202,6 +207,7 @@ def _run_verify(args, out_dir, write):
             raise InputError(f"Invalid --jobs={args.jobs}: expected an int >= 1.")
         return verify(args.model, formats=args.formats, inputs=inputs, atol=args.atol,
                       rtol=args.rtol, opset=args.opset, out_dir=out_dir,
+                      onnx_external_data=args.onnx_external_data,
                       safe_mode=not args.unsafe, isolate=True, timeout=args.timeout,
                       jobs=args.jobs, write=write, imports=args.imports,
                       progress=_progress(args))
