@@ -70,19 +70,24 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "xla"])
 @pytest.mark.parametrize("rank,spatial,block,rate,share,data_format,mode", CASES)
 def test_drop_fraction_matches_exact_expectation(rank, spatial, block, rate, share, data_format,
-                                                 mode):
-    batch, channels = 64, 8
+                                                 mode, compiled):
+    # Eager and XLA lay the seeds out differently (bytes vs bit-packed words, 8 channels to a
+    # word): test both, with channel counts that do and do not fill the words.
+    batch, channels = 64, {1: 5, 2: 8, 3: 11}[rank]
     layer = LAYERS[rank](rate, block, seed=7, data_format=data_format, share_channels=share,
                          gamma_mode=mode)
+    call = layer if not compiled else tf.function(
+        lambda t, training: layer(t, training=training), jit_compile=True)
     blocks = layer.block_size
     gamma = gamma_for(rate, spatial, blocks, mode)
     if mode == "paper":
         assert gamma == pytest.approx(stats.paper_gamma(rate, spatial, blocks), rel=1e-12)
     fractions = []
     for _ in range(4):
-        y = layer(ones(batch, spatial, channels, data_format), training=True)
+        y = call(ones(batch, spatial, channels, data_format), training=True)
         maps = dropped_maps(y, data_format)
         if share:
             # One mask per sample: all channels agree, and only samples are independent.
@@ -241,6 +246,22 @@ def test_gradient_flows_through_kept_units_scaled():
     assert (grad == 0).any() and (grad > 1).any()
 
 
+def test_gradient_under_xla_matches_the_forward_mask():
+    layer = DropBlock2D(0.3, 3, seed=5)
+
+    @tf.function(jit_compile=True)
+    def forward_backward(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+        return y, tape.gradient(y, x)
+
+    x = tf.random.uniform((4, 10, 10, 3), 0.5, 1.5)
+    y, grad = forward_backward(x)
+    np.testing.assert_allclose(grad.numpy(), (y / x).numpy(), rtol=1e-6)
+    assert (grad.numpy() == 0).any() and (grad.numpy() > 1).any()
+
+
 # --- 7. serialisation ----------------------------------------------------------------------------------
 
 def test_get_config_round_trips_every_argument():
@@ -353,3 +374,6 @@ def test_functional_form_matches_layer_semantics():
         gamma, (12, 12), (3, 3), len(maps))
     assert dropblock(x, 0.2, 3, seed=5, training=False) is x
     np.testing.assert_array_equal(y, dropblock(x, 0.2, 3, seed=5))
+    generator = keras.random.SeedGenerator(5)
+    assert not np.array_equal(dropblock(x, 0.2, 3, seed=generator),
+                              dropblock(x, 0.2, 3, seed=generator))

@@ -34,6 +34,7 @@ def configs(draw):
         batch=draw(st.integers(1, 3)),
         channels=draw(st.integers(1, 3)),
         seed=draw(st.integers(0, 2**31 - 1)),
+        compiled=draw(st.booleans()),
     )
 
 
@@ -46,7 +47,10 @@ def test_layer_properties(c):
              else (c["batch"], c["channels"], *c["spatial"]))
     x = tf.ones(shape, c["dtype"])
     assert layer(x, training=False) is x
-    y = layer(x, training=True)
+    # XLA takes the bit-packed layout, eager the byte layout: both must hold every property.
+    call = tf.function(lambda t: layer(t, training=True), jit_compile=True) if c[
+        "compiled"] else (lambda t: layer(t, training=True))
+    y = call(x)
     assert y.shape == x.shape and y.dtype == x.dtype
     values = np.asarray(tf.cast(y, tf.float64))
     assert np.isfinite(values).all()

@@ -47,10 +47,10 @@ class _DropBlock(keras.layers.Layer):
             raise TypeError(
                 f"{type(self).__name__} expects a floating-point input, received dtype "
                 f"{inputs.dtype.name}.")
-        keep = ops.drop_mask(inputs, self.current_rate, self.block_size,
-                             self._replica_seed(), self.data_format, self.share_channels,
-                             self.gamma_mode)
-        return ops.apply_mask(inputs, keep)
+        keep, count_ones = ops.mask_and_count(
+            inputs, self.current_rate, self.block_size, self._replica_seed(), self.data_format,
+            self.share_channels, self.gamma_mode)
+        return ops.apply_mask(inputs, keep, count_ones)
 
     def _replica_seed(self):
         seed = self.seed_generator.next()

@@ -1,9 +1,11 @@
 """The DropBlock training transform (Ghiasi et al., 2018, Algorithm 1) as plain TensorFlow ops.
 
-Built for XLA: every shape that sizes a pool or enters gamma is static, noise comes from the
-philox counter-based generator (the default algorithm is two orders of magnitude slower under
-XLA on CPU), blocks grow through one max pool per axis instead of one N-D pool, and the mask is
-cast to the input dtype once, at the end.
+Built for speed on CPU, under XLA and in graph mode: every shape that sizes a pool or enters gamma
+is static; noise comes from the philox counter-based generator (the default algorithm is two
+orders of magnitude slower under XLA on CPU) and only as much of it as gamma needs (16 bits per
+seed, on the valid seed grid only); blocks grow one axis at a time; the mask is float32 and is cast
+to the input dtype once, at the end. ``docs/BENCHMARKS.md`` has the measurements behind each
+choice.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 import math
 import numbers
 
+import keras
 import tensorflow as tf
 
 from tfdropblock.gamma import GAMMA_MODES, clamp_block, gamma_tensor
 
 DATA_FORMATS = ("channels_last", "channels_first")
-_TWO_POW_32 = 4294967296.0
 
 
 def check_rate(rate):
@@ -78,13 +80,24 @@ def drop_mask(x, rate, block_size, seed, data_format="channels_last",
               share_channels=False, gamma_mode="paper"):
     """Float32 keep-mask (1 kept, 0 dropped), not yet rescaled.
 
+    The arguments are those of :func:`mask_and_count`, which also returns the count of ones.
+    """
+    return mask_and_count(x, rate, block_size, seed, data_format, share_channels, gamma_mode)[0]
+
+
+def mask_and_count(x, rate, block_size, seed, data_format="channels_last",
+                   share_channels=False, gamma_mode="paper"):
+    """Float32 keep-mask (1 kept, 0 dropped), not yet rescaled, and its count of ones.
+
     Args:
         x: the input: static spatial dims; batch and channels may be dynamic.
         rate: drop rate, a float or a scalar tensor (e.g. a variable ramped by a schedule).
         block_size: tuple of per-axis block sizes, one per spatial axis.
         seed: int64 tensor of shape (2,) for the stateless generator.
     Returns:
-        The mask, broadcastable to the input: one channel when ``share_channels``.
+        ``(keep, count_ones)``: the mask, broadcastable to the input (one channel when
+        ``share_channels``), and its number of ones as a float32 scalar, or None where
+        counting on the float mask is as cheap as anything (``apply_mask`` then sums it).
     """
     rank = len(block_size)
     shape = x.shape.as_list()
@@ -99,38 +112,168 @@ def drop_mask(x, rate, block_size, seed, data_format="channels_last",
 
     dynamic = tf.shape(x)
     batch = shape[0] if shape[0] is not None else dynamic[0]
-    channel_axis = -1 if data_format == "channels_last" else 1
+    channel_axis = 1 if data_format == "channels_first" else rank + 1
     channels = 1 if share_channels else shape[channel_axis]
     if channels is None:
         channels = dynamic[channel_axis]
     grid = [s - b + 1 for s, b in zip(spatial, block)]
 
-    # Seeds live on the valid grid only, so every block they grow lies inside the map by
-    # construction. Channels-first maps are folded into the batch to pool them as NHWC.
-    if data_format == "channels_last":
-        noise_shape = [batch, *grid, channels]
-    else:
-        noise_shape = [batch * channels, *grid, 1]
-    bits = tf.random.stateless_uniform(
-        tf.stack(noise_shape) if _has_tensor(noise_shape) else noise_shape,
-        seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox")
-    threshold = tf.cast(tf.minimum(tf.cast(gamma, tf.float64) * _TWO_POW_32, _TWO_POW_32 - 1),
-                        tf.uint32)
-    seeds = tf.cast(bits < threshold, tf.float32)
+    # Algorithm 1 with the random numbers, the bulk of the cost, kept to what gamma needs:
+    # 1. seeds ~ Bernoulli(gamma) on the valid grid only, (S - b + 1) per axis, so a block grown
+    #    from any seed lies inside the map; each seed compares 16 random bits (half a philox
+    #    word) with a 16-bit threshold (see _seed_threshold for why that is faithful);
+    # 2. grow: pad b - 1 zeros on both sides of each axis and take the max (OR) over windows of
+    #    b, so a seed at j covers [j, j + b - 1];
+    # 3. keep = 1 where no block covers the unit, in float32 (apply_mask casts it once).
+    # The two layouts draw the same distribution; they differ in what each runtime does fast.
+    noise = _dropped_bits if _compiling_with_xla() else _dropped_bytes
+    lanes, dropped, n_dropped = noise(batch, grid, channels, channel_axis, block,
+                                      _seed_threshold(gamma, seed), seed)
+    keep = tf.cast(tf.equal(dropped, 0), tf.float32)
+    if lanes is not channels and not (isinstance(lanes, int) and lanes == channels):
+        keep = _take(keep, channel_axis, channels)  # drop the padding lanes
+    count_ones = None
+    if n_dropped is not None:
+        count_ones = tf.cast(tf.size(keep), tf.float32) - tf.cast(n_dropped, tf.float32)
+    return keep, count_ones
 
-    for axis, b in enumerate(block, start=1):
-        if b == 1:
-            continue
-        paddings = [[0, 0]] * (rank + 2)
-        paddings[axis] = [b - 1, b - 1]
-        window = [1] * (rank + 2)
-        window[axis] = b
-        seeds = tf.nn.max_pool(tf.pad(seeds, paddings), window, strides=1, padding="VALID")
-    keep = 1.0 - seeds
-    if data_format == "channels_first":
-        keep = tf.reshape(keep, tf.stack([batch, channels, *spatial])
-                          if _has_tensor([batch, channels]) else [batch, channels, *spatial])
-    return keep
+
+def _seed_threshold(gamma, seed):
+    """``gamma`` as a 16-bit threshold, rounded up or down at random once per call.
+
+    A 16-bit uniform ``u`` is a seed when ``u < threshold``, so a call realises the seed
+    probability ``floor(gamma * 2**16 + r) / 2**16``, ``r ~ U[0, 1)``: within 2**-16 of gamma,
+    and exactly gamma on average over calls, even for gammas below 2**-16 (the start of a
+    schedule's ramp). ``tfdropblock.gamma.effective_gamma`` gives the bound and the expectation.
+    """
+    dither = tf.random.stateless_uniform(
+        [], tf.random.experimental.stateless_fold_in(seed, _DITHER_STREAM), alg="philox")
+    scaled = tf.floor(tf.cast(gamma, tf.float32) * 65536.0 + dither)
+    return tf.cast(tf.clip_by_value(scaled, 0.0, 65535.0), tf.uint32)
+
+
+def _dropped_bytes(batch, grid, channels, channel_axis, block, threshold, seed):
+    """TF executor: one uint8 per unit, grown with one max pool per axis.
+
+    Few large ops suit the executor: two seeds per random word are a free bitcast and one
+    compare, and ``max_pool`` on uint8 grows blocks through 4x less memory than float32.
+    """
+    shape = [batch, *grid, channels] if channel_axis != 1 else [batch, channels, *grid]
+    size = _prod(shape)
+    words = tf.random.stateless_uniform(
+        [(size + 1) // 2], seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox")
+    halves = tf.reshape(tf.bitcast(words, tf.uint16), [-1])
+    if not (isinstance(size, int) and size % 2 == 0):
+        halves = halves[:size]  # an odd count leaves one half unused
+    dropped = tf.cast(tf.reshape(halves, _shape(shape)) < tf.cast(threshold, tf.uint16), tf.uint8)
+    for axis, b in zip(_spatial_axes(len(grid), channel_axis), block):
+        dropped = _max_pool_axis(_pad_axis(dropped, axis, b), axis, b)
+    return channels, dropped, None
+
+
+def _dropped_bits(batch, grid, channels, channel_axis, block, threshold, seed):
+    """XLA: seeds bit-packed 8 to an int32, one philox block (four words) per int32.
+
+    XLA fuses the generator into its consumers and re-runs it for every element they read, so
+    the only array computed from the random words has one element per philox block. Blocks grow
+    by OR-ing shifted slices of the packed words, 8 channels at a time; the unpacking to a float
+    per unit fuses into the rescale that consumes it.
+    """
+    lanes = (channels + 7) // 8 * 8
+    shape = [batch, *grid, lanes // 8] if channel_axis != 1 else [batch, lanes // 8, *grid]
+    words = tf.random.stateless_uniform(
+        [_prod(shape), 4], seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox")
+    packed = tf.zeros_like(words[:, 0])
+    for j in range(4):
+        for half in range(2):
+            bits16 = tf.bitwise.bitwise_and(tf.bitwise.right_shift(words[:, j], 16 * half), 0xFFFF)
+            seed_bit = tf.cast(bits16 < threshold, tf.uint32)
+            packed = tf.bitwise.bitwise_or(packed, tf.bitwise.left_shift(seed_bit, 2 * j + half))
+    dropped = tf.reshape(tf.cast(packed, tf.int32), _shape(shape))
+    for axis, b in zip(_spatial_axes(len(grid), channel_axis), block):
+        dropped = _or_pool_axis(_pad_axis(dropped, axis, b), axis, b)
+    # Count the dropped units on the packed words (padding lanes masked out): 8 per popcount.
+    group_shape = [-1] + [1] * (len(grid) + 1 - channel_axis)
+    valid = tf.clip_by_value(channels - 8 * tf.range(lanes // 8), 0, 8)
+    lane_mask = tf.reshape(tf.bitwise.left_shift(1, valid) - 1, group_shape)
+    n_dropped = tf.reduce_sum(tf.cast(
+        tf.raw_ops.PopulationCount(x=tf.bitwise.bitwise_and(dropped, lane_mask)), tf.int32))
+    lane_shifts = tf.reshape(tf.range(8), [8] + group_shape[1:])
+    unpacked = tf.bitwise.bitwise_and(
+        tf.bitwise.right_shift(tf.expand_dims(dropped, channel_axis + 1), lane_shifts), 1)
+    full = [batch, *(g + b - 1 for g, b in zip(grid, block))]
+    full.insert(channel_axis, lanes)
+    return lanes, tf.reshape(unpacked, _shape(full)), n_dropped
+
+
+def _pad_axis(x, axis, b):
+    paddings = [[0, 0]] * x.shape.rank
+    paddings[axis] = [b - 1, b - 1]
+    return tf.pad(x, paddings) if b > 1 else x
+
+
+def _max_pool_axis(x, axis, b):
+    """Max over windows of ``b`` along one axis of any rank (MaxPool3D has no integer kernel).
+
+    Folds the input to (before, axis, 1, after): a 2-D pool with the trailing axes as channels.
+    """
+    if b == 1:
+        return x
+    dims = _dims(x)
+    folded = tf.reshape(x, _shape([_prod(dims[:axis]), dims[axis], 1, _prod(dims[axis + 1:])]))
+    pooled = tf.nn.max_pool2d(folded, [b, 1], 1, "VALID")
+    return tf.reshape(pooled, _shape(dims[:axis] + [dims[axis] - b + 1] + dims[axis + 1:]))
+
+
+def _or_pool_axis(x, axis, b):
+    """Bitwise OR over windows of ``b`` along one axis, as OR-ed shifted slices."""
+    n = x.shape[axis] - b + 1
+    out = None
+    for offset in range(b):
+        index = [slice(None)] * x.shape.rank
+        index[axis] = slice(offset, offset + n)
+        out = x[tuple(index)] if out is None else tf.bitwise.bitwise_or(out, x[tuple(index)])
+    return out
+
+
+def _spatial_axes(rank, channel_axis):
+    return range(2, rank + 2) if channel_axis == 1 else range(1, rank + 1)
+
+
+def _take(x, axis, n):
+    index = [slice(None)] * x.shape.rank
+    index[axis] = slice(0, n)
+    return x[tuple(index)]
+
+
+def _dims(x):
+    """Static dims where known, dynamic ones as scalar tensors."""
+    dynamic = tf.shape(x)
+    return [d if d is not None else dynamic[i] for i, d in enumerate(x.shape.as_list())]
+
+
+def _prod(values):
+    out = 1
+    for v in values:
+        out = out * v
+    return out
+
+
+def _shape(values):
+    return tf.stack(values) if _has_tensor(values) else list(values)
+
+
+def _compiling_with_xla():
+    """True while tracing for XLA (``tf.function(jit_compile=True)``, Keras ``jit_compile``)."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # the private module moved: the executor layout is correct under XLA too
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+# Key of the stream that dithers the threshold; far from the small replica ids the layers fold in.
+_DITHER_STREAM = 0x7EEDD17E
 
 
 def dropblock(x, rate, block_size, seed, *, training=True, data_format="channels_last",
@@ -141,7 +284,9 @@ def dropblock(x, rate, block_size, seed, *, training=True, data_format="channels
         x: float tensor of rank 3, 4 or 5 (1, 2 or 3 spatial axes), static spatial dims.
         rate: probability of dropping a unit, in [0, 1); a float or scalar tensor.
         block_size: int, or tuple of per-axis sizes; clamped to the map.
-        seed: int, or int tensor of shape (2,): the stateless seed.
+        seed: the stateless seed: an int tensor of shape (2,), an int (the same mask at every
+            call, as ``tf.random.stateless_*``), or a ``keras.random.SeedGenerator`` (a new
+            mask at every call).
         training: ``False``/``None`` returns ``x`` itself.
         data_format: ``"channels_last"`` or ``"channels_first"``.
         share_channels: one mask per sample, shared by all channels.
@@ -164,22 +309,48 @@ def dropblock(x, rate, block_size, seed, *, training=True, data_format="channels
         check_rate(rate)
     data_format = check_data_format(data_format)
     block = check_block_size(block_size, rank)
-    if _is_int(seed):
+    if isinstance(seed, keras.random.SeedGenerator):
+        seed = seed.next()
+    elif _is_int(seed):
         seed = tf.constant([seed, 0], tf.int64)
-    keep = drop_mask(x, rate, block, seed, data_format, share_channels,
-                     check_gamma_mode(gamma_mode))
-    return apply_mask(x, keep)
+    keep, count_ones = mask_and_count(x, rate, block, seed, data_format, share_channels,
+                                      check_gamma_mode(gamma_mode))
+    return apply_mask(x, keep, count_ones)
 
 
-def apply_mask(x, keep):
+def apply_mask(x, keep, count_ones=None):
     """``x * keep * count(keep) / count_ones(keep)``, counted over the whole batch.
 
-    An all-dropped mask gives zeros, not NaN. Gradients flow through the kept units only,
-    scaled like the forward pass.
+    ``count_ones`` may be given when it is known already (the XLA layout of
+    :func:`mask_and_count` counts on its bit-packed words, 8 units per popcount, which saves
+    XLA a pass over the float mask). An all-dropped mask gives zeros, not NaN. Gradients flow
+    through the kept units only, scaled like the forward pass.
     """
     total = tf.cast(tf.size(keep), tf.float32)
-    scale = total / tf.maximum(tf.reduce_sum(keep), 1.0)
-    return x * tf.cast(keep * scale, x.dtype)
+    if count_ones is None:
+        count_ones = tf.reduce_sum(keep)
+    scale = total / tf.maximum(count_ones, 1.0)
+    mask = tf.cast(keep * scale, x.dtype)
+    if _compiling_with_xla():
+        one = tf.cast(scale * 0.0 + 1.0, x.dtype)  # 1, but not a constant XLA can fold
+        return _multiply_materialized(x, mask, one)
+    return x * mask
+
+
+@tf.custom_gradient
+def _multiply_materialized(x, mask, one):
+    """``x * mask`` (``one`` is 1) that XLA computes once, in both directions.
+
+    XLA fuses cheap elementwise producers into every consumer and recomputes them per element:
+    in a ResNet it recomputes the forward residual stream, DropBlocks included, inside each
+    BatchNorm reduction of the backward pass (a ResNet-50 step took 1.7x that of the same
+    network without DropBlock). A division, which XLA counts as expensive, is not duplicated:
+    the product is written out once and read by its consumers.
+    """
+    def grad(dy):
+        return (dy * mask) / one, None, None
+
+    return (x * mask) / one, grad
 
 
 def _has_tensor(values):

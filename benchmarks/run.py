@@ -1,0 +1,197 @@
+"""Run the benchmarks: ``python -m benchmarks.run [--quick] [--markdown FILE] [--tables ...]``.
+
+Prints, per table, the median time of each case and its ratios to the elementwise floor (same
+mode), to Keras ``Dropout`` in graph mode and to Keras ``Dropout`` in the same mode, then the
+performance targets of the 2-D DropBlock layer. ``--markdown FILE`` writes the same as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# (label, numerator case, denominator case, limit); cases are (layer, mode) of the 2-D table.
+TARGETS = [
+    ("DropBlock2D per-channel, XLA <= 0.6x Keras Dropout in graph mode",
+     ("DropBlock2D per-channel", "xla"), ("keras Dropout", "graph"), 0.6),
+    ("DropBlock2D per-channel, XLA <= 0.02x Keras Dropout under XLA",
+     ("DropBlock2D per-channel", "xla"), ("keras Dropout", "xla"), 0.02),
+    ("DropBlock2D per-channel, graph <= 1.0x Keras Dropout in graph mode",
+     ("DropBlock2D per-channel", "graph"), ("keras Dropout", "graph"), 1.0),
+    ("DropBlock2D shared-channel, XLA <= 2x the elementwise floor under XLA",
+     ("DropBlock2D shared-channel", "xla"), ("floor (x * c)", "xla"), 2.0),
+]
+TABLES = ("2d", "1d", "3d", "resnet", "export")
+
+
+def machine():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu": f"{cpu}, {os.cpu_count()} logical CPUs (nproc)",
+        "versions": f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
+                    f"Keras {keras.__version__}, NumPy {np.__version__}",
+        "load": _load(),
+    }
+
+
+def _load():
+    try:
+        return " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def layer_table(name, rounds, warmup):
+    from benchmarks import layers, timing
+
+    cases, meta = layers.layer_cases(name)
+    results = timing.measure(cases, rounds=rounds, warmup=warmup)
+    rows = []
+    for (label, mode), r in results.items():
+        rows.append({
+            "case": label, "mode": mode, "ms": r.median * 1e3, "spread": r.spread,
+            "x floor": r.median / results[("floor (x * c)", mode)].median,
+            "x Dropout graph": r.median / results[("keras Dropout", "graph")].median,
+            "x Dropout same mode": r.median / results[("keras Dropout", mode)].median,
+        })
+    shape = "x".join(map(str, meta["shape"]))
+    title = (f"{name.upper()}: {shape} float32, block {meta['block']}, rate {meta['rate']}, "
+             "forward + backward")
+    return title, rows, results
+
+
+def resnet_table(rounds, quick):
+    from benchmarks import models, timing
+
+    why = models.available()
+    if why:
+        return "ResNet-50 training step", [], why
+    width = 16 if quick else 64
+    cases, meta = models.resnet_cases(width=width)
+    results = timing.measure(cases, rounds=rounds, warmup=1, target_s=0.0)
+    base = "ResNet-50 without DropBlock"
+    rows = [{"case": label, "mode": mode, "ms": r.median * 1e3, "spread": r.spread,
+             "x without DropBlock": r.median / results[(base, mode)].median}
+            for (label, mode), r in results.items()]
+    title = (f"ResNet-50 training step (SGD), input {'x'.join(map(str, meta['input']))}, "
+             f"width {meta['width']}, {meta['classes']} classes")
+    return title, rows, None
+
+
+def export_table(rounds):
+    from benchmarks import export
+
+    why = export.available()
+    if why:
+        return "Export kit", [], why
+    rows, total = export.export_rows(rounds)
+    return ("Export kit: verify(default_model()) against the bare conversions (seconds)",
+            [{"case": k, "s": s, "x bare sum": s / total} for k, s in rows], None)
+
+
+def format_rows(rows, markdown):
+    if not rows:
+        return []
+    keys = list(rows[0])
+    cells = [[_cell(row[k], k) for k in keys] for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(keys) + " |", "|" + "|".join("---" for _ in keys) + "|"]
+        return lines + ["| " + " | ".join(c) + " |" for c in cells]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    lines = ["  ".join(k.ljust(w) for k, w in zip(keys, widths))]
+    return lines + ["  ".join(c.ljust(w) for c, w in zip(cs, widths)) for cs in cells]
+
+
+def _cell(value, key):
+    if isinstance(value, str):
+        return value
+    if key == "spread":
+        return "n/a" if math.isnan(value) else f"±{value * 100:.0f}%"
+    if key == "ms":
+        return f"{value:.1f}" if value >= 100 else f"{value:.2f}"
+    if key == "s":
+        return f"{value:.1f}"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def target_lines(results, markdown):
+    lines = []
+    if markdown:
+        lines += ["| target | measured | limit | met |", "|---|---|---|---|"]
+    for label, num, den, limit in TARGETS:
+        value = results[num].median / results[den].median
+        met = "yes" if value <= limit else "**no**" if markdown else "NO"
+        lines.append(f"| {label} | {value:.3f}x | {limit}x | {met} |" if markdown
+                     else f"{'met ' if value <= limit else 'MISS'}  {value:7.3f}x (limit {limit}x)  "
+                          f"{label}")
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="4 rounds, a narrow ResNet, no export table (about 1.5 minutes)")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown")
+    parser.add_argument("--tables", nargs="+", choices=TABLES, default=None,
+                        help="tables to run (default: all; --quick skips export)")
+    args = parser.parse_args(argv)
+    tables = args.tables or [t for t in TABLES if not (args.quick and t == "export")]
+    rounds = 4 if args.quick else 15
+
+    started = time.perf_counter()
+    info = machine()
+    out = {False: [], True: []}  # plain text, markdown
+
+    def emit(text_lines, md_lines):
+        for line in text_lines:
+            print(line, flush=True)
+        out[False].extend(text_lines)
+        out[True].extend(md_lines)
+
+    command = "python -m benchmarks.run" + (" --quick" if args.quick else "")
+    emit([f"# {command}", *(f"{k}: {v}" for k, v in info.items()), ""],
+         [f"Command: `{command}`", "", *(f"- {k}: {v}" for k, v in info.items()), ""])
+    results_2d = None
+    for table in tables:
+        why = None
+        if table in ("2d", "1d", "3d"):
+            title, rows, results = layer_table(table, rounds, 1 if args.quick else 2)
+            if table == "2d":
+                results_2d = results
+        elif table == "resnet":
+            title, rows, why = resnet_table(max(4, rounds // 2), args.quick)
+        else:
+            title, rows, why = export_table(1 if args.quick else 2)
+        body = [f"skipped: {why}"] if why else []
+        emit([title, *body, *format_rows(rows, False), ""],
+             [f"### {title}", "", *body, *format_rows(rows, True), ""])
+    if results_2d is not None:
+        emit(["Targets (2-D table, same run):", *target_lines(results_2d, False), ""],
+             ["### Targets (2-D table, same run)", "", *target_lines(results_2d, True), ""])
+    footer = f"total {time.perf_counter() - started:.0f} s, load average after: {_load()}"
+    emit([footer], [f"_{footer}_"])
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write("\n".join(out[True]) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
