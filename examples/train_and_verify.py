@@ -104,7 +104,7 @@ def main(argv=None):
                         callbacks=[scheduler])
     rates = sorted({round(float(layer.current_rate.numpy()), 6)
                     for layer in dropblock_layers(model)})
-    print(f"loss {history.history['loss'][-1]:.4f}; DropBlock rates reached {rates}")
+    print(f"loss {history.history['loss'][-1]:.4f}; DropBlock rates at the last step {rates}")
 
     out = args.out or os.path.join(tempfile.mkdtemp(prefix="tfdropblock_example_"),
                                    f"{args.model}.keras")

@@ -340,6 +340,7 @@ def test_model_styles_train_and_infer(style):
     (dict(rate=0.1, block_size=3, data_format="NHWC"), "data_format"),
     (dict(rate=0.1, block_size=3, gamma_mode="fast"), "gamma_mode"),
     (dict(rate=0.1, block_size=3, seed="x"), "seed"),
+    (dict(rate=0.1, block_size=3, share_channels="False"), "share_channels"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, argument):
     with pytest.raises((ValueError, TypeError), match=argument):
@@ -351,9 +352,42 @@ def test_wrong_input_rank_is_a_clear_error():
         DropBlock2D(0.1, 3)(tf.ones((2, 8, 3)), training=True)
 
 
-def test_non_float_input_is_a_clear_error():
+@pytest.mark.parametrize("training", [True, False, None])
+def test_non_float_input_is_a_clear_error_in_every_mode(training):
+    with pytest.raises(TypeError, match="DropBlock2D expects a floating-point input.*int32"):
+        DropBlock2D(0.1, 3, dtype="int32")(tf.ones((2, 8, 8, 3), tf.int32), training=training)
+
+
+def test_non_float_symbolic_input_fails_when_the_model_is_built():
     with pytest.raises(TypeError, match="floating-point"):
-        DropBlock2D(0.1, 3, dtype="int32")(tf.ones((2, 8, 8, 3), tf.int32), training=True)
+        DropBlock2D(0.1, 3)(keras.Input((8, 8, 3), dtype="int32"))
+
+
+@pytest.mark.parametrize("kwargs,argument", [
+    (dict(seed=None), "seed"), (dict(seed="a"), "seed"), (dict(seed=[1, 2, 3]), "seed"),
+    (dict(seed=1, block_size=(3,)), "block_size"), (dict(seed=1, rate=1.5), "rate"),
+    (dict(seed=1, share_channels=1), "share_channels"),
+    (dict(seed=1, gamma_mode="nope"), "gamma_mode")])
+def test_functional_form_bad_arguments_name_the_argument(kwargs, argument):
+    args = {"rate": 0.1, "block_size": 3, **kwargs}
+    with pytest.raises((TypeError, ValueError), match=argument):
+        dropblock(tf.ones((2, 8, 8, 3)), **args)
+
+
+def test_rate_tensor_out_of_range_is_clipped():
+    x = tf.ones((4, 8, 8, 3))
+    assert np.all(dropblock(x, tf.constant(-0.5), 3, seed=1).numpy() == 1.0)
+    np.testing.assert_array_equal(dropblock(x, tf.constant(1.5), 3, seed=1),
+                                  dropblock(x, tf.constant(1.0), 3, seed=1))
+
+
+def test_all_dropped_under_xla_gives_zeros_not_nan():
+    # The XLA layout takes count_ones from a popcount of its packed words, not from the mask.
+    layer = DropBlock2D(0.9999, 3, seed=0)
+    step = tf.function(lambda t: layer(t, training=True), jit_compile=True)
+    outputs = [step(tf.ones((1, 3, 3, 1))).numpy() for _ in range(8)]
+    assert all(np.isfinite(y).all() for y in outputs)
+    assert any((y == 0).all() for y in outputs)
 
 
 # --- compatibility and the functional form --------------------------------------------------------

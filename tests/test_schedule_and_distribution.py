@@ -74,6 +74,10 @@ def test_scheduler_rate_drives_the_drop_fraction():
     assert 0.1 < fractions[1] < 0.25 < fractions[2] < 0.45, fractions
 
 
+def test_scheduler_accepts_numpy_integers():
+    assert DropBlockScheduler(np.int64(10)).ramp_steps == 10
+
+
 def test_scheduler_in_custom_training_loop():
     model = build(DropBlock2D(0.2, 3), DropBlock2D(0.2, 3))
     optimizer = keras.optimizers.SGD()
@@ -88,17 +92,18 @@ def test_scheduler_in_custom_training_loop():
                                       model.trainable_variables))
         return loss
 
-    for step in range(5):
-        scheduler.on_train_batch_begin(step)
+    rates = []
+    for step in (1, 2, 7):  # a resumed loop: steps need not start at 0 nor be consecutive
+        scheduler.update(step)
+        rates.append(float(dropblock_layers(model)[0].current_rate.numpy()))
         train_step(tf.ones((4, 12, 12, 3)))
-    assert [float(v.current_rate.numpy()) for v in dropblock_layers(model)] == pytest.approx(
-        [0.2, 0.2])
+    assert rates == pytest.approx([0.05 + 0.15 / 3, 0.05 + 0.3 / 3, 0.2])
     assert train_step.experimental_get_tracing_count() == 1
 
 
 @pytest.mark.parametrize("kwargs,argument", [
     (dict(ramp_steps=0), "ramp_steps"), (dict(ramp_steps=2.5), "ramp_steps"),
-    (dict(ramp_steps=10, start_rate=1.5), "rate")])
+    (dict(ramp_steps=10, start_rate=1.5), "rate"), (dict(ramp_steps="10"), "ramp_steps")])
 def test_scheduler_bad_arguments(kwargs, argument):
     with pytest.raises((ValueError, TypeError), match=argument):
         DropBlockScheduler(**kwargs)

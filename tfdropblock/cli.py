@@ -44,6 +44,17 @@ def _formats(value):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _block_size(value):
+    try:
+        sizes = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {value!r}: expected a positive int or two, as height,width")
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
 def _non_negative(value):
     try:
         number = float(value)
@@ -120,7 +131,8 @@ def build_parser():
     p = sub.add_parser("show-masks", help="render example DropBlock masks to an image")
     p.add_argument("--out", required=True, metavar="FILE.png")
     p.add_argument("--rate", type=float, default=0.1)
-    p.add_argument("--block-size", type=int, default=7)
+    p.add_argument("--block-size", type=_block_size, default=7, metavar="B[,B]",
+                   help="block size: one int, or height,width (default: 7)")
     p.add_argument("--share-channels", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     return parser

@@ -98,7 +98,8 @@ def gamma_tensor(rate, spatial_shape, block, mode: str):
     """
     import tensorflow as tf
 
-    rate = tf.cast(rate, tf.float32)
+    # A rate tensor cannot be validated without ops; clipping keeps it meaningful instead.
+    rate = tf.clip_by_value(tf.cast(rate, tf.float32), 0.0, 1.0)
     gamma = tf.minimum(rate * paper_gamma_factor(spatial_shape, block), 1.0)
     if mode == "paper":
         return gamma

@@ -19,7 +19,7 @@ class _DropBlock(keras.layers.Layer):
         self.rate = ops.check_rate(rate)
         self.block_size = ops.check_block_size(block_size, self.spatial_rank)
         self.data_format = ops.check_data_format(data_format)
-        self.share_channels = bool(share_channels)
+        self.share_channels = ops.check_bool(share_channels, "share_channels")
         self.gamma_mode = ops.check_gamma_mode(gamma_mode)
         if seed is not None and not ops._is_int(seed):
             raise TypeError(f"Invalid seed={seed!r}: expected an int or None.")
@@ -37,16 +37,15 @@ class _DropBlock(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
+        # Checked on every call, inference included: an integer input would otherwise pass
+        # through until the first training step. A Python check adds no op.
+        ops.check_float_input(inputs, type(self).__name__)
         if isinstance(training, (bool, type(None))):
             # A Python branch, as Keras's Dropout: inference adds no op at all.
             return self._drop(inputs) if training else inputs
         return tf.cond(tf.cast(training, tf.bool), lambda: self._drop(inputs), lambda: inputs)
 
     def _drop(self, inputs):
-        if not inputs.dtype.is_floating:
-            raise TypeError(
-                f"{type(self).__name__} expects a floating-point input, received dtype "
-                f"{inputs.dtype.name}.")
         keep, count_ones = ops.mask_and_count(
             inputs, self.current_rate, self.block_size, self._replica_seed(), self.data_format,
             self.share_channels, self.gamma_mode)
@@ -61,6 +60,11 @@ class _DropBlock(keras.layers.Layer):
             seed = tf.random.experimental.stateless_fold_in(
                 seed, tf.cast(context.replica_id_in_sync_group, tf.int64))
         return seed
+
+    def compute_output_spec(self, inputs, *args, **kwargs):
+        # Functional models build from this spec without running call(): check here too.
+        ops.check_float_input(inputs, type(self).__name__)
+        return super().compute_output_spec(inputs, *args, **kwargs)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -14,6 +14,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfdropblock.gamma import GAMMA_MODES, clamp_block, gamma_tensor
@@ -59,6 +60,32 @@ def check_gamma_mode(gamma_mode):
     if gamma_mode not in GAMMA_MODES:
         raise ValueError(f"Invalid gamma_mode={gamma_mode!r}: expected one of {GAMMA_MODES}.")
     return gamma_mode
+
+
+def check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"Invalid {name}={value!r}: expected True or False.")
+    return bool(value)
+
+
+def check_float_input(x, who="DropBlock"):
+    if not keras.backend.is_float_dtype(keras.backend.standardize_dtype(x.dtype)):
+        raise TypeError(f"{who} expects a floating-point input, received dtype "
+                        f"{keras.backend.standardize_dtype(x.dtype)}.")
+
+
+def check_seed(seed):
+    """A stateless seed tensor from an int, a ``SeedGenerator`` or a (2,) integer tensor."""
+    if isinstance(seed, keras.random.SeedGenerator):
+        return seed.next()
+    if _is_int(seed):
+        return tf.constant([seed, 0], tf.int64)
+    if isinstance(seed, (tf.Tensor, tf.Variable, np.ndarray, list, tuple)):
+        tensor = tf.convert_to_tensor(seed)
+        if tensor.dtype in (tf.int32, tf.int64) and tensor.shape.as_list() == [2]:
+            return tensor
+    raise TypeError(f"Invalid seed={seed!r}: expected an int, a keras.random.SeedGenerator or an "
+                    "int32/int64 tensor of shape (2,).")
 
 
 def _is_int(value):
@@ -282,7 +309,8 @@ def dropblock(x, rate, block_size, seed, *, training=True, data_format="channels
 
     Args:
         x: float tensor of rank 3, 4 or 5 (1, 2 or 3 spatial axes), static spatial dims.
-        rate: probability of dropping a unit, in [0, 1); a float or scalar tensor.
+        rate: probability of dropping a unit, in [0, 1); a float, or a scalar tensor (clipped
+            to [0, 1], since a tensor's value cannot be checked without adding ops).
         block_size: int, or tuple of per-axis sizes; clamped to the map.
         seed: the stateless seed: an int tensor of shape (2,), an int (the same mask at every
             call, as ``tf.random.stateless_*``), or a ``keras.random.SeedGenerator`` (a new
@@ -298,8 +326,7 @@ def dropblock(x, rate, block_size, seed, *, training=True, data_format="channels
     if not training:
         return x
     x = tf.convert_to_tensor(x)
-    if not x.dtype.is_floating:
-        raise TypeError(f"DropBlock expects a floating-point input, received dtype {x.dtype.name}.")
+    check_float_input(x)
     rank = x.shape.rank - 2 if x.shape.rank is not None else None
     if rank not in (1, 2, 3):
         raise ValueError(
@@ -309,10 +336,8 @@ def dropblock(x, rate, block_size, seed, *, training=True, data_format="channels
         check_rate(rate)
     data_format = check_data_format(data_format)
     block = check_block_size(block_size, rank)
-    if isinstance(seed, keras.random.SeedGenerator):
-        seed = seed.next()
-    elif _is_int(seed):
-        seed = tf.constant([seed, 0], tf.int64)
+    share_channels = check_bool(share_channels, "share_channels")
+    seed = check_seed(seed)
     keep, count_ones = mask_and_count(x, rate, block, seed, data_format, share_channels,
                                       check_gamma_mode(gamma_mode))
     return apply_mask(x, keep, count_ones)

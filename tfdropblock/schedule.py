@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 
 from tfdropblock.layers import _DropBlock
@@ -29,17 +31,19 @@ class DropBlockScheduler(keras.callbacks.Callback):
     Example:
         >>> model.fit(x, y, epochs=10, callbacks=[DropBlockScheduler(ramp_steps=5000)])
 
-    In a custom loop, call ``scheduler.set_model(model)`` once, then
-    ``scheduler.on_train_batch_begin(step)`` before each step (or ``scheduler.update(step)``).
+    In a custom loop, call ``scheduler.set_model(model)`` once, then ``scheduler.update(step)``
+    before each step with your global step. (Keras's ``on_train_batch_begin(batch)`` passes the
+    batch index within the epoch, which is not a global step, so the callback ignores it.)
     """
 
     def __init__(self, ramp_steps, start_rate=0.0):
         super().__init__()
-        if isinstance(ramp_steps, bool) or not isinstance(ramp_steps, int) or ramp_steps < 1:
+        if isinstance(ramp_steps, bool) or not isinstance(ramp_steps, numbers.Integral) or (
+                ramp_steps < 1):
             raise ValueError(f"Invalid ramp_steps={ramp_steps!r}: expected an int >= 1.")
         from tfdropblock.ops import check_rate
 
-        self.ramp_steps = ramp_steps
+        self.ramp_steps = int(ramp_steps)
         self.start_rate = check_rate(start_rate)
         self._batches = 0
 
