@@ -148,14 +148,15 @@ def mask_and_count(x, rate, block_size, seed, data_format="channels_last",
     # Algorithm 1 with the random numbers, the bulk of the cost, kept to what gamma needs:
     # 1. seeds ~ Bernoulli(gamma) on the valid grid only, (S - b + 1) per axis, so a block grown
     #    from any seed lies inside the map; each seed compares 16 random bits (half a philox
-    #    word) with a 16-bit threshold (see _seed_threshold for why that is faithful);
+    #    word) with a 16-bit threshold (see _seed_threshold for why that is faithful); the
+    #    threshold's dither comes from one extra word of the same draw;
     # 2. grow: pad b - 1 zeros on both sides of each axis and take the max (OR) over windows of
     #    b, so a seed at j covers [j, j + b - 1];
     # 3. keep = 1 where no block covers the unit, in float32 (apply_mask casts it once).
     # The two layouts draw the same distribution; they differ in what each runtime does fast.
     noise = _dropped_bits if _compiling_with_xla() else _dropped_bytes
     lanes, dropped, n_dropped = noise(batch, grid, channels, channel_axis, block,
-                                      _seed_threshold(gamma, seed), seed)
+                                      gamma, seed)
     keep = tf.cast(tf.equal(dropped, 0), tf.float32)
     if lanes is not channels and not (isinstance(lanes, int) and lanes == channels):
         keep = _take(keep, channel_axis, channels)  # drop the padding lanes
@@ -165,21 +166,24 @@ def mask_and_count(x, rate, block_size, seed, data_format="channels_last",
     return keep, count_ones
 
 
-def _seed_threshold(gamma, seed):
+def _seed_threshold(gamma, word):
     """``gamma`` as a 16-bit threshold, rounded up or down at random once per call.
+
+    ``word`` is a uint32 of the call's philox draw that no seed uses: a second draw for it would
+    cost a seed derivation and a generator launch per layer and step.
 
     A 16-bit uniform ``u`` is a seed when ``u < threshold``, so a call realises the seed
     probability ``floor(gamma * 2**16 + r) / 2**16``, ``r ~ U[0, 1)``: within 2**-16 of gamma,
     and exactly gamma on average over calls, even for gammas below 2**-16 (the start of a
     schedule's ramp). ``tfdropblock.gamma.effective_gamma`` gives the bound and the expectation.
     """
-    dither = tf.random.stateless_uniform(
-        [], tf.random.experimental.stateless_fold_in(seed, _DITHER_STREAM), alg="philox")
+    # The top 24 bits: exactly representable in float32, so the dither stays below 1.
+    dither = tf.cast(tf.bitwise.right_shift(word, 8), tf.float32) * 2.0**-24
     scaled = tf.floor(tf.cast(gamma, tf.float32) * 65536.0 + dither)
     return tf.cast(tf.clip_by_value(scaled, 0.0, 65535.0), tf.uint32)
 
 
-def _dropped_bytes(batch, grid, channels, channel_axis, block, threshold, seed):
+def _dropped_bytes(batch, grid, channels, channel_axis, block, gamma, seed):
     """TF executor: one uint8 per unit, grown with one max pool per axis.
 
     Few large ops suit the executor: two seeds per random word are a free bitcast and one
@@ -187,9 +191,12 @@ def _dropped_bytes(batch, grid, channels, channel_axis, block, threshold, seed):
     """
     shape = [batch, *grid, channels] if channel_axis != 1 else [batch, channels, *grid]
     size = _prod(shape)
+    n_words = (size + 1) // 2
     words = tf.random.stateless_uniform(
-        [(size + 1) // 2], seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox")
-    halves = tf.reshape(tf.bitcast(words, tf.uint16), [-1])
+        [n_words + 1], seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox")
+    threshold = _seed_threshold(gamma, words[n_words])
+    # A leading slice of a vector shares its buffer: no copy of the noise.
+    halves = tf.reshape(tf.bitcast(words[:n_words], tf.uint16), [-1])
     if not (isinstance(size, int) and size % 2 == 0):
         halves = halves[:size]  # an odd count leaves one half unused
     dropped = tf.cast(tf.reshape(halves, _shape(shape)) < tf.cast(threshold, tf.uint16), tf.uint8)
@@ -198,7 +205,7 @@ def _dropped_bytes(batch, grid, channels, channel_axis, block, threshold, seed):
     return channels, dropped, None
 
 
-def _dropped_bits(batch, grid, channels, channel_axis, block, threshold, seed):
+def _dropped_bits(batch, grid, channels, channel_axis, block, gamma, seed):
     """XLA: seeds bit-packed 8 to an int32, one philox block (four words) per int32.
 
     XLA fuses the generator into its consumers and re-runs it for every element they read, so
@@ -208,8 +215,11 @@ def _dropped_bits(batch, grid, channels, channel_axis, block, threshold, seed):
     """
     lanes = (channels + 7) // 8 * 8
     shape = [batch, *grid, lanes // 8] if channel_axis != 1 else [batch, lanes // 8, *grid]
+    n_blocks = _prod(shape)
     words = tf.random.stateless_uniform(
-        [_prod(shape), 4], seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox")
+        [n_blocks + 1, 4], seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox")
+    threshold = _seed_threshold(gamma, words[n_blocks, 0])
+    words = words[:n_blocks]
     packed = tf.zeros_like(words[:, 0])
     for j in range(4):
         for half in range(2):
@@ -299,8 +309,6 @@ def _compiling_with_xla():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-# Key of the stream that dithers the threshold; far from the small replica ids the layers fold in.
-_DITHER_STREAM = 0x7EEDD17E
 
 
 def dropblock(x, rate, block_size, seed, *, training=True, data_format="channels_last",
