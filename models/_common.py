@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 import numpy as np
 
 from tfdropblock import DropBlock1D, DropBlock2D, DropBlock3D
 from tfdropblock import ops as _ops
+from tfdropblock.ops import is_int
 
 # Every reference model is channels_last whatever keras.config.image_data_format() says:
 # TensorFlow's CPU kernels and TFLite only run NHWC convolutions, and the DropBlock layers
@@ -16,10 +15,6 @@ from tfdropblock import ops as _ops
 DATA_FORMAT = "channels_last"
 
 DROPBLOCK_BY_RANK = {1: DropBlock1D, 2: DropBlock2D, 3: DropBlock3D}
-
-
-def is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_positive_int(value, arg):

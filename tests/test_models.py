@@ -315,7 +315,8 @@ def test_add_dropblock_on_keras_applications_resnet50():
 
 def test_add_dropblock_converts_sequential_and_keeps_the_original_working():
     seq = keras.Sequential([keras.Input((12, 12, 2)), keras.layers.Conv2D(4, 3, name="c1"),
-                            keras.layers.Conv2D(4, 3, name="c2"), keras.layers.Flatten(),
+                            keras.layers.Conv2D(4, 3, name="c2"),
+                            keras.layers.Flatten(name="flatten"),
                             keras.layers.Dense(2, name="out")], name="seq")
     x, _ = _data((12, 12, 2), n=2)
     before = keras.ops.convert_to_numpy(seq(x))

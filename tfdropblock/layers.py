@@ -21,7 +21,7 @@ class _DropBlock(keras.layers.Layer):
         self.data_format = ops.check_data_format(data_format)
         self.share_channels = ops.check_bool(share_channels, "share_channels")
         self.gamma_mode = ops.check_gamma_mode(gamma_mode)
-        if seed is not None and not ops._is_int(seed):
+        if seed is not None and not ops.is_int(seed):
             raise TypeError(f"Invalid seed={seed!r}: expected an int or None.")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)

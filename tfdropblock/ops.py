@@ -33,12 +33,12 @@ def check_rate(rate):
 
 def check_block_size(block_size, rank):
     """Normalise ``block_size`` to a tuple of ``rank`` positive ints."""
-    sizes = (block_size,) * rank if _is_int(block_size) else block_size
+    sizes = (block_size,) * rank if is_int(block_size) else block_size
     try:
         sizes = tuple(sizes)
     except TypeError:
         sizes = ()
-    if len(sizes) != rank or not all(_is_int(b) and b > 0 for b in sizes):
+    if len(sizes) != rank or not all(is_int(b) and b > 0 for b in sizes):
         raise ValueError(
             f"Invalid block_size={block_size!r}: expected a positive int or a tuple of "
             f"{rank} positive ints (one per spatial axis)."
@@ -78,7 +78,7 @@ def check_seed(seed):
     """A stateless seed tensor from an int, a ``SeedGenerator`` or a (2,) integer tensor."""
     if isinstance(seed, keras.random.SeedGenerator):
         return seed.next()
-    if _is_int(seed):
+    if is_int(seed):
         return tf.constant([seed, 0], tf.int64)
     if isinstance(seed, (tf.Tensor, tf.Variable, np.ndarray, list, tuple)):
         tensor = tf.convert_to_tensor(seed)
@@ -88,7 +88,7 @@ def check_seed(seed):
                     "int32/int64 tensor of shape (2,).")
 
 
-def _is_int(value):
+def is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 

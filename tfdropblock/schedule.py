@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 
 from tfdropblock.layers import _DropBlock
+from tfdropblock.ops import check_rate, is_int
 
 
 def dropblock_layers(model):
@@ -38,11 +37,8 @@ class DropBlockScheduler(keras.callbacks.Callback):
 
     def __init__(self, ramp_steps, start_rate=0.0):
         super().__init__()
-        if isinstance(ramp_steps, bool) or not isinstance(ramp_steps, numbers.Integral) or (
-                ramp_steps < 1):
+        if not is_int(ramp_steps) or ramp_steps < 1:
             raise ValueError(f"Invalid ramp_steps={ramp_steps!r}: expected an int >= 1.")
-        from tfdropblock.ops import check_rate
-
         self.ramp_steps = int(ramp_steps)
         self.start_rate = check_rate(start_rate)
         self._batches = 0
