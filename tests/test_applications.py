@@ -1,0 +1,43 @@
+"""Cells of the keras.applications matrix (benchmarks/applications.py) run through the CLI.
+
+Stock architectures the kit was not written for, with DropBlock inserted by ``add_dropblock``:
+the whole matrix and its table are in docs/APPLICATIONS.md; these cells cover the failure modes
+the matrix found (captured Normalization constants, constant outputs, an op tf2onnx lacks).
+"""
+
+import pytest
+
+from benchmarks.applications import build, late_block_outputs, run_cell, summarise
+
+
+def _statuses(cell):
+    assert cell["report"] is not None, cell["stderr"]
+    return {fmt: r["status"] for fmt, r in cell["report"]["formats"].items()}
+
+
+def test_matrix_inserts_dropblock_in_the_late_stages():
+    model = build("ResNet50", 64, with_dropblock=False)
+    picked = [layer.name for layer in late_block_outputs(model)]
+    assert len(picked) == 3
+    assert all(name.startswith(("conv4_", "conv5_")) for name in picked), picked
+
+
+@pytest.mark.parametrize("name", ["EfficientNetB0", "MobileNetV2"])
+def test_stock_model_with_dropblock_passes_every_format(name, tmp_path):
+    cell = run_cell(name, with_dropblock=True, workdir=tmp_path)
+    assert cell["dropblock"] == 3
+    assert cell["exit"] == 0, (summarise(cell), cell["stderr"])
+    assert _statuses(cell) == {"saved_model": "passed", "tflite": "passed", "onnx": "passed"}
+    report = cell["report"]
+    assert len(report["model"]["dropblock_layers"]) == 3
+    # One graph input, as the Keras model has: captured constants must not become inputs.
+    assert len(report["model"]["inputs"]) == 1
+
+
+def test_op_tf2onnx_lacks_is_exit_3_naming_the_op(tmp_path):
+    cell = run_cell("ConvNeXtTiny", with_dropblock=True, formats=("tflite", "onnx"),
+                    side=32, workdir=tmp_path)
+    assert cell["exit"] == 3, (summarise(cell), cell["stderr"])
+    statuses = _statuses(cell)
+    assert statuses == {"tflite": "passed", "onnx": "error"}, summarise(cell)
+    assert "Erfc" in cell["report"]["formats"]["onnx"]["error"]
