@@ -7,14 +7,16 @@ optimises ops away and would hide a leak).
   recursively. ``saved_model_cli scan`` stops at (Stateful)PartitionedCall; this does not.
 * TFLite: the flatbuffer, every subgraph (init subgraphs included); opcode =
   max(builtin_code, deprecated_builtin_code), Flex and other custom ops by their custom code.
-* ONNX: the graph and every subgraph held in node attributes (If/Loop/Scan), as written by the
-  converter.
+* ONNX: the graph, every subgraph held in node attributes (If/Loop/Scan) and every model-local
+  function (FunctionProto) a node calls, as written by the converter; Dropout nodes whose
+  training_mode is not provably a constant False are hazards.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import re
 from pathlib import Path
 
@@ -33,6 +35,8 @@ _ONNX_RANDOM = {"RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNor
 # drop_block2d_1, plus the _N that tracing appends): a looser pattern also matches model scopes
 # such as "resnet50_dropblock_1". Custom layer names are passed explicitly.
 DEFAULT_NAME_PATTERN = re.compile(r"drop_block[123]d(_\d+)*", re.IGNORECASE)
+# Name scopes are "/"-separated; TFLite joins fused ops' names with ";", tensors end in ":0".
+_SCOPE_SEPARATORS = re.compile(r"[/;:,]")
 
 
 @dataclasses.dataclass
@@ -45,9 +49,23 @@ class Graph:
     flex_ops: list = dataclasses.field(default_factory=list)
     unsupported_ops: list = dataclasses.field(default_factory=list)
     entry: str = ""
+    # {op: ["where: node 'name'", ...]} where a reader can say which nodes hold an op: a random
+    # op deep in an ONNX local function is useless to a reader told only "somewhere in graph".
+    sites: dict = dataclasses.field(default_factory=dict)
+    # (what, where, why) of hazards a reader found that are no op type of their own, such as an
+    # ONNX Dropout whose training_mode is not a constant False.
+    hazards: list = dataclasses.field(default_factory=list)
 
     def random_ops(self):
         return sorted(op for op in self.ops if is_random_op(self.format, op))
+
+    def where(self, op, limit=3):
+        """The entry point, plus the first ``limit`` nodes holding ``op`` when known."""
+        sites = self.sites.get(op, [])
+        if not sites:
+            return self.entry
+        more = f" and {len(sites) - limit} more" if len(sites) > limit else ""
+        return f"{self.entry}: {'; '.join(sites[:limit])}{more}"
 
 
 def is_random_op(fmt, op):
@@ -59,22 +77,80 @@ def is_random_op(fmt, op):
     return bool(_TF_RANDOM.search(op))
 
 
-def scope_matcher(layer_names=None):
+def scope_matcher(layer_names=None, other_layers=None):
     """Predicate: does a node/tensor name carry one of ``layer_names`` as a name-scope component?
 
-    With no layer names (an artifact made elsewhere), Keras's default DropBlock layer names
-    (``drop_block2d``, ``drop_block2d_3``...) are looked for.
+    A layer's scope is one ``/``-separated component of a name, its layer name plus the ``_N``
+    suffixes TensorFlow appends when a scope is entered twice in one graph: a DropBlock named
+    ``drop`` leaks as ``functional_1/drop_1/mul`` in a SavedModel traced by ExportArchive, so the
+    suffix cannot be dropped from the match. It is ambiguous only against other layers whose
+    names look like suffixed ones (a Conv2D named ``drop_1`` is ``functional_1/drop_1_2/...``):
+    with ``other_layers``, the names of every other layer in the model, a component belongs to
+    the longest layer name it extends, and only components that belong to a DropBlock match.
+
+    ``layer_names`` entries are layer names or ``parent/name`` paths (the parent, when given,
+    settles two layers sharing a name); :func:`~tfdropblock.export.identity.dropblock_names`
+    returns a list that also carries ``dropblock_scopes`` and ``other_scopes``, used when
+    ``other_layers`` is not given. With no layer names (an artifact made elsewhere), Keras's
+    default DropBlock layer names (``drop_block2d``, ``drop_block2d_3``...) are looked for.
     """
-    if layer_names:
-        alternatives = "|".join(re.escape(n) for n in sorted(set(layer_names), key=len, reverse=True))
-        pattern = re.compile(rf"(?:{alternatives})(?:_\d+)*")
-    else:
-        pattern = DEFAULT_NAME_PATTERN
+    if not layer_names:
+        def matches_default(name):
+            return any(DEFAULT_NAME_PATTERN.fullmatch(part)
+                       for part in _SCOPE_SEPARATORS.split(name) if part)
+        return matches_default
+
+    dropblocks = getattr(layer_names, "dropblock_scopes", None) or [
+        _split_scope(n) for n in layer_names]
+    if other_layers is None:
+        other_layers = getattr(layer_names, "other_scopes", ())
+    others = [_split_scope(n) if isinstance(n, str) else tuple(n) for n in other_layers]
+    owners = collections.defaultdict(list)  # layer name -> [(parent or None, is DropBlock)]
+    for parent, name in dropblocks:
+        owners[name].append((parent, True))
+    for parent, name in others:
+        owners[name].append((parent, False))
+
+    @functools.lru_cache(maxsize=65536)
+    def owners_of(component):
+        """The layers a component may be a scope of: those of the longest layer name it
+        extends, the component itself first, then with one _N suffix less at a time."""
+        owner = next((base for base in _scope_bases(component) if base in owners), None)
+        return tuple(owners[owner]) if owner is not None else ()
+
+    def is_dropblock(parts, i):
+        candidates = owners_of(parts[i])
+        if len({kind for _, kind in candidates}) > 1:
+            # A DropBlock and another layer share the name (in different sub-models): the
+            # enclosing scope tells them apart when it is in the name.
+            before = parts[i - 1] if i else None
+            candidates = [(p, kind) for p, kind in candidates
+                          if p is None or before is None or p in _scope_bases(before)]
+        # Still both: the name cannot tell, and the op checks decide instead of a guess.
+        return bool(candidates) and all(kind for _, kind in candidates)
 
     def matches(name):
-        return any(pattern.fullmatch(part) for part in re.split(r"[/;:,]", name) if part)
+        parts = [part for part in _SCOPE_SEPARATORS.split(name) if part]
+        return any(is_dropblock(parts, i) for i in range(len(parts)))
 
     return matches
+
+
+@functools.lru_cache(maxsize=65536)
+def _scope_bases(component):
+    """``"drop_1_2"`` -> ``("drop_1_2", "drop_1", "drop")``: layer names it may be a scope of."""
+    bases = [component]
+    while True:
+        shorter = re.sub(r"_\d+$", "", bases[-1])
+        if shorter == bases[-1] or not shorter:
+            return tuple(bases)
+        bases.append(shorter)
+
+
+def _split_scope(path):
+    """``"a/b/db"`` -> ``("b", "db")``; a bare name has no known parent."""
+    parts = [p for p in str(path).split("/") if p]
+    return (parts[-2] if len(parts) > 1 else None), (parts[-1] if parts else str(path))
 
 
 # -- SavedModel --------------------------------------------------------------------------------
@@ -323,35 +399,183 @@ def load_onnx(path_or_proto):
 
 
 def onnx_graph(path_or_proto):
-    """Ops of the graph and of every subgraph held in node attributes, as written."""
-    import onnx
-
+    """Ops of the graph, of every subgraph held in node attributes and of every model-local
+    function a node calls (and the functions and subgraphs those hold), as written."""
     model = load_onnx(path_or_proto)
-    ops, names, unsupported = collections.Counter(), [], []
-    opset = {_text(imp.domain): imp.version for imp in model.opset_import}
+    reader = _OnnxReader(model)
+    reader.walk_graph(model.graph, "graph", {}, reader.opset)
+    return Graph("onnx", reader.ops, reader.names,
+                 unsupported_ops=sorted(set(reader.unsupported)),
+                 entry=f"graph (opset {reader.opset.get('', '?')})",
+                 sites=dict(reader.sites), hazards=reader.hazards)
 
-    def walk(graph, label):
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """Where a value comes from, as far as the training-mode check needs: a constant boolean
+    scalar (``value``), or anything else, described for the finding."""
+
+    text: str
+    value: object = None
+
+    @property
+    def key(self):
+        return self.value if isinstance(self.value, bool) else "not constant"
+
+
+_ABSENT = _Source("absent", False)  # an optional input left empty: training_mode defaults False
+_DROPOUT_WHY = ("ONNX Dropout draws a random mask unless training_mode is False: inference is "
+                "not deterministic (and runtimes fold it only when they can prove it False)")
+
+
+class _OnnxReader:
+    """One pass over an ONNX model: op counts, names, random-op sites, training-mode hazards.
+
+    Each local function's ops and names are counted once (as SavedModel functions are), but
+    its body is checked again for each distinct binding of its inputs to constants, since a
+    Dropout inside it is in training mode or not depending on what the caller passes.
+    """
+
+    def __init__(self, model):
+        self.functions = {(_text(f.domain), _text(f.name), _text(f.overload)): f
+                          for f in model.functions}
+        self.opset = {_text(imp.domain): imp.version for imp in model.opset_import}
+        self.ops, self.names, self.unsupported = collections.Counter(), [], []
+        self.sites = collections.defaultdict(list)
+        self.hazards = []
+        self._hazards_seen = set()
+        self._counted, self._checked, self._active = set(), set(), set()
+
+    def walk_graph(self, graph, label, outer, opset, count=True):
+        # Subgraphs see the names of the graphs that hold them (ONNX outer scope).
+        scope = collections.ChainMap({}, outer)
         for init in graph.initializer:
-            names.append((label, _text(init.name)))
-        for node in graph.node:
+            name = _text(init.name)
+            if count:
+                self.names.append((label, name))
+            scope[name] = _Source(f"initializer {name!r}", _bool_scalar(init))
+        for value in graph.input:
+            # Also an initializer's name: then the initializer is a default the caller can
+            # override, not a constant.
+            name = _text(value.name)
+            scope[name] = _Source(f"graph input {name!r}" if label == "graph"
+                                  else f"input {name!r} of subgraph {label}")
+        self.walk_nodes(graph.node, label, scope, opset, count)
+
+    def walk_nodes(self, nodes, label, scope, opset, count):
+        import onnx
+
+        for node in nodes:
             domain, op_type, name = _text(node.domain), _text(node.op_type), _text(node.name)
-            key = op_type if domain in ("", "ai.onnx") else f"{domain}:{op_type}"
-            ops[key] += 1
-            if domain in ("", "ai.onnx") and not onnx.defs.has(op_type, ""):
-                unsupported.append(op_type)
-            names.append((label, name))
-            names.extend((label, _text(out)) for out in node.output if out)
+            standard = domain in ("", "ai.onnx")
+            key = op_type if standard else f"{domain}:{op_type}"
+            function = self.functions.get((domain, op_type, _text(node.overload)))
+            if count:
+                self.ops[key] += 1
+                if standard and function is None and not onnx.defs.has(op_type, ""):
+                    self.unsupported.append(op_type)
+                self.names.append((label, name))
+                self.names.extend((label, _text(out)) for out in node.output if out)
+                if is_random_op("onnx", key):
+                    self.sites[key].append(f"{label}: node {name!r}")
+            if standard and op_type == "Dropout" and function is None:
+                self.check_dropout(node, label, scope, opset.get("", opset.get("ai.onnx", 0)))
+            for out in node.output:
+                if out:
+                    scope[_text(out)] = self.output_source(node, standard, op_type, scope)
             for attr in node.attribute:
                 if attr.type == onnx.AttributeProto.GRAPH:
-                    walk(attr.g, f"{label}/{name}.{_text(attr.name)}")
+                    self.walk_graph(attr.g, f"{label}/{name}.{_text(attr.name)}", scope, opset,
+                                    count)
                 elif attr.type == onnx.AttributeProto.GRAPHS:
                     for i, g in enumerate(attr.graphs):
-                        walk(g, f"{label}/{name}.{_text(attr.name)}[{i}]")
+                        self.walk_graph(g, f"{label}/{name}.{_text(attr.name)}[{i}]", scope,
+                                        opset, count)
+            if function is not None:
+                self.walk_function(function, node, label, scope)
 
-    walk(model.graph, "graph")
-    graph = Graph("onnx", ops, names, unsupported_ops=sorted(set(unsupported)),
-                  entry=f"graph (opset {opset.get('', '?')})")
-    return graph
+    def walk_function(self, function, node, label, scope):
+        fid = (_text(function.domain), _text(function.name), _text(function.overload))
+        if fid in self._active:  # a function calling itself: invalid ONNX, and endless
+            return
+        inputs = [_text(i) for i in node.input]
+        binding = {}
+        for i, formal in enumerate(function.input):
+            actual = inputs[i] if i < len(inputs) else ""
+            binding[_text(formal)] = (
+                scope.get(actual, _Source(f"{actual!r}, defined nowhere in the caller's scope"))
+                if actual else _ABSENT)
+        check_key = (fid, tuple(binding[f].key for f in sorted(binding)))
+        count = fid not in self._counted
+        if not count and check_key in self._checked:
+            return
+        self._counted.add(fid)
+        self._checked.add(check_key)
+        own = {_text(imp.domain): imp.version for imp in function.opset_import}
+        opset = {**self.opset, **own}
+        # The call path: "graph, node 'a' -> function local:F, node 'b' -> function local:G".
+        flabel = (f"{label}, node {_text(node.name)!r} -> function {fid[0]}:{fid[1]}"
+                  + (f" (overload {fid[2]})" if fid[2] else ""))
+        self._active.add(fid)
+        try:
+            # A function body sees its inputs and nothing of the caller's scope.
+            self.walk_nodes(function.node, flabel, dict(binding), opset, count)
+        finally:
+            self._active.discard(fid)
+
+    @staticmethod
+    def output_source(node, standard, op_type, scope):
+        name = _text(node.name)
+        if standard and op_type == "Constant":
+            value = next((a.t for a in node.attribute if _text(a.name) == "value"), None)
+            return _Source(f"Constant node {name!r}",
+                           None if value is None else _bool_scalar(value))
+        if standard and op_type == "Identity" and node.input:
+            return scope.get(_text(node.input[0]), _Source(f"output of node {name!r} (Identity)"))
+        return _Source(f"output of node {name!r} ({op_type})")
+
+    def check_dropout(self, node, label, scope, version):
+        name = _text(node.name)
+        if version and version < 7:
+            # Dropout-1 and -6 run in training mode unless is_test is set.
+            is_test = next((a.i for a in node.attribute if _text(a.name) == "is_test"), 0)
+            if not is_test:
+                self.add_hazard(node, f"Dropout node {name!r} runs in training mode (opset "
+                                      f"{version}, is_test not set)", label)
+            return
+        mode = _text(node.input[2]) if len(node.input) > 2 else ""
+        source = scope.get(mode, _Source(f"{mode!r}, defined nowhere in scope")) if mode \
+            else _ABSENT
+        if source.value is False:
+            return
+        shown = f"{source.text} = True" if source.value is True else source.text
+        self.add_hazard(node, f"Dropout node {name!r} may run in training mode: training_mode "
+                              f"is {shown}, not a constant False", label)
+
+    def add_hazard(self, node, what, where):
+        if (id(node), what) not in self._hazards_seen:
+            self._hazards_seen.add((id(node), what))
+            self.hazards.append((what, where, _DROPOUT_WHY))
+
+
+def _bool_scalar(tensor):
+    """True/False for a one-element BOOL tensor stored in the file, else None (not decoded:
+    anything else, external data included, is no constant boolean to this check)."""
+    import onnx
+    from onnx import numpy_helper
+
+    if tensor.data_type != onnx.TensorProto.BOOL or tensor.data_location == \
+            onnx.TensorProto.EXTERNAL:
+        return None
+    size = 1
+    for d in tensor.dims:
+        size *= d
+    if size != 1:
+        return None
+    try:
+        return bool(numpy_helper.to_array(tensor).reshape(-1)[0])
+    except Exception:  # a malformed tensor: not provably False, so flagged
+        return None
 
 
 def graph_of(path, fmt=None, signature=None):
@@ -395,6 +619,9 @@ def detect_format(path):
         return "onnx"
     if suffix == ".pb" and path.name == "saved_model.pb":
         raise InputError(f"{path}: pass the SavedModel directory, not its saved_model.pb.")
+    from tfdropblock.export.loading import check_regular_file
+
+    check_regular_file(path, "a SavedModel directory, a .tflite or an .onnx file")
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -412,6 +639,9 @@ def _read_bytes(path_or_bytes, kind):
     path = Path(path_or_bytes)
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected {kind} file.")
+    from tfdropblock.export.loading import check_regular_file
+
+    check_regular_file(path, f"{kind} file")
     try:
         data = path.read_bytes()
     except FileNotFoundError:

@@ -10,6 +10,7 @@ and every other layer are the very same objects, so only the DropBlock layers ca
 
 from __future__ import annotations
 
+import collections
 import contextlib
 
 from tfdropblock.schedule import dropblock_layers
@@ -39,6 +40,45 @@ def dropblocks_as_identity(model):
                 object.__setattr__(layer, "call", previous)
 
 
+class DropBlockNames(list):
+    """The DropBlock layers' names, one per instance: the plain name, or for a name that several
+    instances share (in different nested models) its path from the model, ``"a/db"``.
+
+    A list, as reports show it; it also carries what the name-scope check needs to tell a
+    DropBlock's scope from another layer's (see :func:`..graphs.scope_matcher`):
+    ``dropblock_scopes`` and ``other_scopes``, ``(parent name, layer name)`` of every
+    DropBlock and of every other layer, the model and nested models included.
+    """
+
+    def __init__(self, names=(), dropblock_scopes=(), other_scopes=()):
+        super().__init__(names)
+        self.dropblock_scopes = list(dropblock_scopes)
+        self.other_scopes = list(other_scopes)
+
+
 def dropblock_names(model):
-    """Names of the DropBlock layers of ``model``, in discovery order, without duplicates."""
-    return list(dict.fromkeys(layer.name for layer in dropblock_layers(model)))
+    """One name per DropBlock layer instance of ``model``, in discovery order (see
+    :class:`DropBlockNames`); nested models and layers held by layers included."""
+    layers = {id(layer): layer for layer in dropblock_layers(model)}
+    entries = []  # (path from the model, is a DropBlock)
+    seen = {id(model)}
+
+    def visit(layer, path):
+        for child in layer._flatten_layers(include_self=False, recursive=False):
+            if id(child) in seen:  # a layer shared by two parents is one instance
+                continue
+            seen.add(id(child))
+            entries.append(((*path, child.name), id(child) in layers))
+            visit(child, (*path, child.name))
+
+    visit(model, (model.name,))
+    # Whatever dropblock_layers finds that the walk did not (it should find them all) is still
+    # counted, as a layer of the model itself.
+    entries += [((model.name, layer.name), True) for key, layer in layers.items()
+                if key not in seen]
+    paths = [path for path, is_db in entries if is_db]
+    shared = collections.Counter(path[-1] for path in paths)
+    names = [path[-1] if shared[path[-1]] == 1 else "/".join(path[1:]) for path in paths]
+    return DropBlockNames(
+        names, [(path[-2], path[-1]) for path in paths],
+        [(None, model.name)] + [(path[-2], path[-1]) for path, is_db in entries if not is_db])

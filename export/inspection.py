@@ -12,9 +12,12 @@ def inspect(path, layer_names=None, format=None):
     """Findings for a SavedModel directory, a ``.tflite`` or an ``.onnx`` file.
 
     Looks for random ops and the RNG ops that feed them (every SavedModel signature, every
-    TFLite subgraph, every ONNX subgraph), Flex ops, ops tf2onnx left unconverted, and node or
-    tensor names carrying a DropBlock layer's name scope: ``layer_names`` if given, else Keras's
-    default names (``drop_block2d``, ``drop_block2d_1``...; pass custom names explicitly).
+    TFLite subgraph, every ONNX subgraph and model-local function a node calls), ONNX Dropout
+    nodes whose ``training_mode`` is not a constant False, Flex ops, ops tf2onnx left
+    unconverted, and node or tensor names carrying a DropBlock layer's name scope:
+    ``layer_names`` if given (names, or ``parent/name`` for names several layers share), else
+    Keras's default names (``drop_block2d``, ``drop_block2d_1``...; pass custom names
+    explicitly).
     The file is only parsed, never run.
 
     Returns:

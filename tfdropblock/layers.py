@@ -69,6 +69,15 @@ class _DropBlock(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def load_own_variables(self, store):
+        # keras-cv's DropBlock2D has no variables, so its entry in a .weights.h5 or .keras file
+        # is empty: accept that (a drop-in replacement must load its weights) and run at the
+        # configured rate, which is all keras-cv knows. Any other layout is Keras's to judge.
+        if len(store.keys()) == 0:
+            self.current_rate.assign(self.rate)
+            return
+        super().load_own_variables(store)
+
     def get_config(self):
         return {
             **super().get_config(),
