@@ -15,8 +15,10 @@ def content_findings(graph, layer_names=None, check="structure"):
     findings = []
     for op in graph.random_ops():
         findings.append(Finding(
-            check, f"random op {op} x{graph.ops[op]}", graph.entry,
+            check, f"random op {op} x{graph.ops[op]}", graph.where(op),
             "inference must be deterministic: a layer draws noise at inference time"))
+    for what, where, why in graph.hazards:
+        findings.append(Finding(check, what, where, why))
     for op in graph.flex_ops:
         findings.append(Finding(
             check, f"Flex op {op}", graph.entry,
@@ -62,61 +64,260 @@ def structure_check(graph, reference, layer_names):
 
 
 def compare_outputs(actual, expected, atol, rtol):
-    """Per output: (ok, max_abs, max_rel, problem) of ``actual`` against ``expected``."""
+    """Per output, a dict: ``ok``, ``max_abs_error``, ``max_rel_error``, ``max_abs_expected``
+    (the largest finite |Keras value|), ``max_scaled_error`` (max abs error over that, so an
+    error can be read against the output's own scale), ``problem`` (text, or None)."""
     rows = {}
     for name, ref in expected.items():
+        row = {"ok": False, "max_abs_error": None, "max_rel_error": None,
+               "max_abs_expected": None, "max_scaled_error": None, "problem": None}
+        rows[name] = row
         if name not in actual:
-            rows[name] = (False, None, None, f"output {name!r} missing; has {sorted(actual)}")
+            row["problem"] = f"output {name!r} missing; has {sorted(actual)}"
             continue
         out = np.asarray(actual[name])
         ref = np.asarray(ref)
         if out.shape != ref.shape:
-            rows[name] = (False, None, None, f"shape {out.shape} != expected {ref.shape}")
+            row["problem"] = f"shape {out.shape} != expected {ref.shape}"
             continue
         if out.size == 0:
-            rows[name] = (True, 0.0, 0.0, None)
+            row.update(ok=True, max_abs_error=0.0, max_rel_error=0.0)
             continue
         o, r = out.astype(np.float64), ref.astype(np.float64)
-        diff = np.abs(o - r)
-        both_nan = np.isnan(o) & np.isnan(r)
-        diff = np.where(both_nan, 0.0, diff)
-        nonzero = np.abs(r) > 0
-        max_abs = float(np.nanmax(np.where(np.isnan(diff), np.inf, diff)))
-        rel = np.where(nonzero, diff / np.where(nonzero, np.abs(r), 1.0), 0.0)
-        max_rel = float(np.max(np.where(np.isnan(rel), np.inf, rel)))
+        with np.errstate(invalid="ignore"):  # inf - inf and inf / inf: counted as inf below
+            diff = np.abs(o - r)
+            both_nan = np.isnan(o) & np.isnan(r)
+            diff = np.where(both_nan, 0.0, diff)
+            nonzero = np.abs(r) > 0
+            max_abs = float(np.nanmax(np.where(np.isnan(diff), np.inf, diff)))
+            rel = np.where(nonzero, diff / np.where(nonzero, np.abs(r), 1.0), 0.0)
+            max_rel = float(np.max(np.where(np.isnan(rel), np.inf, rel)))
+        finite_ref = np.abs(r[np.isfinite(r)])
+        scale = float(finite_ref.max()) if finite_ref.size else None
         close = np.isclose(o, r, rtol=rtol, atol=atol, equal_nan=True)
-        problem = None
+        row.update(ok=bool(close.all()), max_abs_error=max_abs, max_rel_error=max_rel,
+                   max_abs_expected=scale,
+                   max_scaled_error=max_abs / scale if scale else None)
         if not close.all():
-            idx = tuple(int(i) for i in np.argwhere(~close)[0])
-            problem = (f"{int((~close).sum())} of {close.size} values differ, first at {idx}: "
-                       f"{o[idx]!r} vs {r[idx]!r}")
-        rows[name] = (bool(close.all()), max_abs, max_rel, problem)
+            row["problem"] = _mismatch(o, r, close)
     return rows
 
 
-def parity_check(runs, expected_batches, atol, rtol):
-    """``runs``: {runtime label: [named outputs per batch]}; compares each with Keras."""
+def _mismatch(o, r, close):
+    """What differs, with non-finite values explained rather than shown as a bare mismatch."""
+    parts = []
+    keras_bad = ~np.isfinite(r) & np.isfinite(o)
+    artifact_bad = ~np.isfinite(o) & np.isfinite(r)
+    if keras_bad.any():
+        parts.append(f"Keras output has {int(keras_bad.sum())} non-finite value(s) where the "
+                     "artifact has finite ones")
+    if artifact_bad.any():
+        parts.append(f"the artifact output has {int(artifact_bad.sum())} non-finite value(s) "
+                     "where Keras has finite ones")
+    idx = tuple(int(i) for i in np.argwhere(~close)[0])
+    parts.append(f"{int((~close).sum())} of {close.size} values differ, first at {idx}: "
+                 f"{o[idx]!r} vs {r[idx]!r}")
+    return "; ".join(parts)
+
+
+def degenerate_outputs(input_batches, expected_batches, atol, rtol):
+    """Outputs whose comparison with Keras cannot fail: {output: [(batch size, why), ...]}.
+
+    A comparison proves nothing when every Keras value is within ``atol`` of 0 (an artifact
+    returning zeros passes), when Keras's values are NaN or infinite (NaN equals NaN here, so
+    a broken artifact passes), or when Keras gives every row of a batch the same output within
+    the tolerance although the inputs differ (an artifact that ignores its input passes: an
+    untrained deep network whose activations vanish does that). ``input_batches`` None skips
+    the last test (the inputs are not known).
+    """
+    found = {}
+    for index, expected in enumerate(expected_batches):
+        inputs = input_batches[index] if input_batches is not None else None
+        n = _batch_size(inputs) if inputs is not None else None
+        for name, ref in expected.items():
+            ref = np.asarray(ref)
+            size = len(ref) if ref.ndim else 1
+            why = _degenerate(ref, inputs, n, atol, rtol)
+            if why:
+                found.setdefault(name, []).append((size, why))
+    return found
+
+
+def _degenerate(ref, inputs, n, atol, rtol):
+    if ref.size == 0:
+        return "the Keras output is empty: there is nothing to compare"
+    try:
+        r = ref.astype(np.float64)
+    except (TypeError, ValueError):
+        return None  # strings and objects: compared for equality, which can fail
+    finite = np.isfinite(r)
+    if not finite.all():
+        bad = int((~finite).sum())
+        return (f"{bad} of {r.size} Keras value(s) are NaN or infinite on these inputs: where "
+                "the artifact has the same, the comparison proves nothing")
+    peak = float(np.abs(r).max())
+    if peak <= atol:
+        return (f"every Keras value is within atol={atol:g} of 0 (max |keras| {peak:.3g}): an "
+                "artifact returning zeros would pass; compare with a smaller atol")
+    if (n is not None and n > 1 and r.ndim and len(r) == n and _rows_differ(inputs)
+            and np.isclose(r, r[:1], rtol=rtol, atol=atol).all()):
+        spread = float(np.abs(r - r[:1]).max())
+        return (f"the Keras output is the same for all {n} rows of the batch within the "
+                f"tolerance (largest difference from row 0: {spread:.3g}) although the inputs "
+                "differ: an artifact that ignores its input would pass")
+    return None
+
+
+def _batch_size(inputs):
+    sizes = {len(np.asarray(a)) for a in inputs.values() if np.ndim(a)}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _rows_differ(inputs):
+    for value in inputs.values():
+        a = np.asarray(value)
+        if a.ndim and len(a) > 1:
+            try:
+                if not np.array_equal(a, np.broadcast_to(a[:1], a.shape), equal_nan=True):
+                    return True
+            except TypeError:
+                if not np.array_equal(a, np.broadcast_to(a[:1], a.shape)):
+                    return True
+    return False
+
+
+PARITY_OK, PARITY_FAILED, PARITY_VACUOUS = "ok", "failed", "vacuous"
+
+
+def parity_check(runs, expected_batches, atol, rtol, input_batches=None):
+    """``runs``: {runtime label: [named outputs per batch]}; compares each with Keras.
+
+    Returns ``(check, findings, warnings)``. A mismatch is a finding. An output whose
+    comparison cannot fail (:func:`degenerate_outputs`) is a warning; when every output is
+    degenerate the check proved nothing: ``ok`` None, ``status`` ``"vacuous"``, and the format
+    is not failed for it (the structure and determinism checks still decide), but the report
+    says so instead of "ok".
+    """
     comparisons, findings = [], []
-    worst = 0.0
+    worst, worst_scaled = 0.0, None
+    degenerate = degenerate_outputs(input_batches, expected_batches, atol, rtol)
     for label, batches in runs.items():
         for batch_index, (actual, expected) in enumerate(zip(batches, expected_batches)):
             n = len(next(iter(expected.values()))) if expected else 0
-            for name, (ok, max_abs, max_rel, problem) in compare_outputs(
-                    actual, expected, atol, rtol).items():
-                comparisons.append({"runtime": label, "batch_size": n, "output": name, "ok": ok,
-                                    "max_abs_error": max_abs, "max_rel_error": max_rel})
+            for name, row in compare_outputs(actual, expected, atol, rtol).items():
+                comparisons.append({
+                    "runtime": label, "batch_size": n, "output": name, "ok": row["ok"],
+                    "max_abs_error": row["max_abs_error"], "max_rel_error": row["max_rel_error"],
+                    "max_abs_expected": row["max_abs_expected"],
+                    "max_scaled_error": row["max_scaled_error"],
+                    "degenerate": name in degenerate})
+                max_abs = row["max_abs_error"]
                 if max_abs is not None:
                     worst = max(worst, max_abs)
-                if not ok:
+                if row["max_scaled_error"] is not None:
+                    worst_scaled = max(worst_scaled or 0.0, row["max_scaled_error"])
+                if not row["ok"]:
                     findings.append(Finding(
-                        "parity", f"output {name!r} differs from Keras (training=False): {problem}",
-                        f"{label}, batch {n}",
+                        "parity", f"output {name!r} differs from Keras (training=False): "
+                                  f"{row['problem']}", f"{label}, batch {n}",
                         f"max abs error {max_abs}, tolerance atol={atol} rtol={rtol}"
                         if max_abs is not None else "outputs do not match"))
-    details = {"atol": atol, "rtol": rtol, "max_abs_error": worst,
+    warnings = [Finding("parity", f"the comparison of output {name!r} with Keras proves "
+                                  "nothing", f"batch {size}",
+                        f"{why}. Pass inputs= (--inputs) on which the model's outputs vary")
+                for name, reasons in degenerate.items() for size, why in reasons[:1]]
+    outputs = set(expected_batches[0]) if expected_batches else set()
+    vacuous = bool(outputs) and outputs <= set(degenerate)
+    status = PARITY_FAILED if findings else PARITY_VACUOUS if vacuous else PARITY_OK
+    details = {"status": status, "atol": atol, "rtol": rtol, "max_abs_error": worst,
+               "max_scaled_error": worst_scaled,
                "batch_sizes": sorted({c["batch_size"] for c in comparisons}),
+               "degenerate": [{"output": name, "batch_size": size, "why": why}
+                              for name, reasons in degenerate.items() for size, why in reasons],
                "comparisons": comparisons}
-    return CheckResult(not findings, details), findings
+    ok = False if findings else None if vacuous else True
+    return CheckResult(ok, details), findings, warnings
+
+
+def keras_io(signature, batches, expected):
+    """The Keras model's inputs and outputs in the form :func:`io_check` compares: names,
+    dtypes and shapes, with None for the batch axis. An output's first axis is its batch axis
+    when its length is the batch size in every batch checked (the batches differ in size)."""
+    sizes = [_batch_size(b) for b in batches]
+    outputs = []
+    for name in expected[0]:
+        arrays = [np.asarray(e[name]) for e in expected]
+        shapes = {a.shape for a in arrays}
+        shape = list(arrays[0].shape)
+        if len(shapes) > 1:
+            shape = [d if all(a.ndim == len(shape) and a.shape[i] == d for a in arrays) else None
+                     for i, d in enumerate(shape)]
+        batched = bool(shape) and all(a.ndim and len(a) == s for a, s in zip(arrays, sizes))
+        if batched:
+            shape[0] = None
+        outputs.append({"name": name, "dtype": arrays[0].dtype.name, "shape": shape,
+                        "batched": batched})
+    inputs = [{**spec, "batched": True} for spec in signature.describe()]
+    return {"inputs": inputs, "outputs": outputs}
+
+
+def io_check(expected, actual, where):
+    """Findings where an artifact's inputs or outputs (``actual``, from the artifact itself)
+    differ from the Keras model's (``expected``, :func:`keras_io`): names, count, dtypes,
+    ranks, static dims, and a batch axis that must stay dynamic."""
+    findings = []
+    for side in ("inputs", "outputs"):
+        want = {t["name"]: t for t in expected[side]}
+        have = {t["name"]: t for t in actual[side]}
+        extra = [n for n in have if n not in want]
+        missing = [n for n in want if n not in have]
+        if extra:
+            findings.append(Finding(
+                "validity", f"{len(have)} {side} where the Keras model has {len(want)}: extra "
+                            f"{_names(extra)}", where,
+                f"a caller feeding the Keras model's {side} cannot use these"
+                + (" (a converter made captured constants into inputs?)"
+                   if side == "inputs" else "")))
+        if missing:
+            findings.append(Finding(
+                "validity", f"{side[:-1]} {_names(missing)} of the Keras model missing; has "
+                            f"{_names(list(have))}", where,
+                f"the artifact's {side} must be named as the Keras model's"))
+        for name in want:
+            if name not in have:
+                continue
+            w, h = want[name], have[name]
+            what = f"{side[:-1]} {name!r}"
+            if w["dtype"] != h["dtype"]:
+                findings.append(Finding("validity", f"{what} is {h['dtype']}, Keras's is "
+                                                    f"{w['dtype']}", where,
+                                        "the artifact's dtypes must be the Keras model's"))
+            ws, hs = w.get("shape"), h.get("shape")
+            if ws is None or hs is None:
+                continue
+            if len(ws) != len(hs):
+                findings.append(Finding("validity", f"{what} has rank {len(hs)} {hs}, Keras's "
+                                                    f"has rank {len(ws)} {ws}", where,
+                                        "the artifact's shapes must be the Keras model's"))
+                continue
+            if w.get("batched") and hs and hs[0] is not None:
+                findings.append(Finding("validity", f"{what} has a fixed batch axis of "
+                                                    f"{hs[0]}", where,
+                                        "the batch axis must stay dynamic, as the Keras "
+                                        "model's is"))
+            start = 1 if w.get("batched") else 0
+            fixed = [(i, a, b) for i, (a, b) in enumerate(zip(ws, hs))
+                     if i >= start and a is not None and b is not None and a != b]
+            if fixed:
+                findings.append(Finding("validity", f"{what} has shape {hs}, Keras's is {ws}",
+                                        where, "the artifact's shapes must be the Keras "
+                                               "model's"))
+    return findings
+
+
+def _names(names, limit=4):
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... {len(names) - limit} more" if len(names) > limit else "")
 
 
 def determinism_check(pairs):

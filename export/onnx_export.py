@@ -1,10 +1,13 @@
 """ONNX export through tf2onnx, from a tf.function with an explicit signature, and ORT runners.
 
 ``tf2onnx.convert.from_keras`` fails on Keras 3 here; ``from_function`` on
-``model(x, training=False)`` works. Every tf2onnx entry point converts with
-``continue_on_error=True``: an op it cannot lower is only logged and copied into the default
-domain, giving an invalid model. :func:`unsupported_ops` finds those, and :func:`export_onnx`
-refuses to write such a model.
+``model(x, training=False)`` works, except that it makes every non-resource input of the
+concrete function a graph input, captured constants included (``Normalization(mean=...)``
+captures its mean and variance by value): :func:`_from_function` converts as ``from_function``
+does but, like ``from_keras``, leaves the captures out, so they are frozen into initializers.
+Every tf2onnx entry point converts with ``continue_on_error=True``: an op it cannot lower is
+only logged and copied into the default domain, giving an invalid model.
+:func:`unsupported_ops` finds those, and :func:`export_onnx` refuses to write such a model.
 """
 
 from __future__ import annotations
@@ -64,8 +67,7 @@ def convert_onnx(model, signature, opset=DEFAULT_OPSET):
     fn = signature.flat_function(model)
     with _quiet_tf2onnx():
         try:
-            proto, _ = tf2onnx.convert.from_function(fn, input_signature=list(signature.specs),
-                                                     opset=opset)
+            proto = _from_function(fn, list(signature.specs), opset)
         except Exception as e:
             if over_protobuf_limit(e, model):
                 raise ConversionError(
@@ -76,7 +78,116 @@ def convert_onnx(model, signature, opset=DEFAULT_OPSET):
                     f"under numpy 1 ({type(e).__name__}: {_one_line(e)})", format="onnx") from e
             raise ConversionError(f"tf2onnx failed: {type(e).__name__}: {_one_line(e)}",
                                   format="onnx") from e
+    name_batch_axis(proto)
     return proto
+
+
+def _from_function(fn, specs, opset):
+    """``tf2onnx.convert.from_function`` with the concrete function's captures left out of the
+    graph inputs.
+
+    tf2onnx 1.17's ``from_function`` lists every non-resource placeholder as an input, and a
+    tensor captured by value (a constant held by a layer, not a variable) is one; freezing then
+    keeps it as a required input named after the op that read it (``.../Sub/y:0``).
+    ``from_keras`` filters the captures out; it cannot be used itself, since its Keras 3
+    fallback traces the model without our explicit input names and output dict.
+    """
+    import tensorflow as tf
+    from tf2onnx import convert, tf_loader
+
+    concrete = fn.get_concrete_function(*specs)
+    captured = {t.name for t in concrete.graph.internal_captures}
+    input_names = [t.name for t in concrete.inputs
+                   if t.dtype != tf.dtypes.resource and t.name not in captured]
+    output_names = [t.name for t in concrete.outputs if t.dtype != tf.dtypes.resource]
+    if len(input_names) != len(specs):
+        raise ConversionError(f"the traced function has {len(input_names)} non-captured "
+                              f"inputs for {len(specs)} input specs", format="onnx")
+    renames = convert.tensor_names_from_structed(concrete, input_names, output_names)
+    with tf.device("/cpu:0"):
+        frozen = tf_loader.from_function(concrete, input_names, output_names)
+        proto, _ = convert._convert_common(
+            frozen, name=concrete.name, continue_on_error=True, opset=opset,
+            input_names=input_names, output_names=output_names, tensors_to_rename=renames)
+    return proto
+
+
+BATCH_AXIS = "batch"
+
+
+def name_batch_axis(proto):
+    """Name the symbolic first axis of every graph input and output ``batch``.
+
+    tf2onnx names unknown dims ``unk__N``, a fresh name per tensor, which tells a reader (and
+    tools that match dims by name) nothing. The kit's signatures put the batch first and leave
+    it None, and a Keras model's outputs keep it first, so the first symbolic axis of a graph
+    input or output is the batch. The old names are renamed wherever they occur in value_info
+    too, so the graph stays consistent.
+    """
+    old = set()
+    for value in (*proto.graph.input, *proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_param"):
+            old.add(dims[0].dim_param)
+        elif dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = BATCH_AXIS
+    if not old:
+        return proto
+    for value in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param in old:
+                dim.dim_param = BATCH_AXIS
+    return proto
+
+
+def onnx_io(proto):
+    """Graph inputs and outputs as ``{"inputs": [...], "outputs": [...]}`` of name, dtype and
+    shape (None for a symbolic or unknown dim), the form :func:`checks.io_check` compares."""
+    import onnx
+
+    def describe(value):
+        tensor = value.type.tensor_type
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        except Exception:
+            dtype = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
+        shape = ([d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+                 if tensor.HasField("shape") else None)
+        return {"name": value.name, "dtype": dtype, "shape": shape}
+
+    initializers = {t.name for t in proto.graph.initializer}
+    return {"inputs": [describe(v) for v in proto.graph.input if v.name not in initializers],
+            "outputs": [describe(v) for v in proto.graph.output]}
+
+
+def blocked_by(proto, ops):
+    """Why tf2onnx left each of ``ops`` unconverted, as one sentence naming the upstream limit."""
+    import tf2onnx
+
+    nodes = [n for g in (proto.graph, *proto.functions) for n in _nodes(g)]
+    xla = sorted({node.op_type for node in nodes if node.op_type in ops
+                  and any(a.name == "_XlaMustCompile" and a.i for a in node.attribute)})
+    plain = [op for op in ops if op not in xla]
+    parts = []
+    if plain:
+        parts.append(f"op{'s' if len(plain) > 1 else ''} {', '.join(plain)}")
+    if xla:
+        parts.append(f"{', '.join(xla)}: a call of a jit_compile=True function, which it does "
+                     "not inline (Keras's grouped Conv2D on TensorFlow CPU is one)")
+    return f"tf2onnx {tf2onnx.__version__} cannot convert {', nor '.join(parts)}"
+
+
+def _nodes(graph):
+    import onnx
+
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _nodes(g)
 
 
 def over_protobuf_limit(error, model):
@@ -176,8 +287,7 @@ def export_onnx(model, path, signature, opset=DEFAULT_OPSET):
     proto = convert_onnx(model, signature, opset)
     left = unsupported_ops(proto)
     if left:
-        raise ConversionError(f"tf2onnx could not convert {len(left)} op type(s): "
-                              f"{', '.join(left)}", format="onnx", unsupported_ops=left)
+        raise ConversionError(blocked_by(proto, left), format="onnx", unsupported_ops=left)
     save_onnx(proto, path)
     return path
 

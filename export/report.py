@@ -7,7 +7,9 @@ import json
 import platform
 from typing import Any
 
-SCHEMA_VERSION = 1
+# 2: formats.<name>.warnings; parity status/degenerate/max_scaled_error; validity io;
+#    model.generated_inputs; structure ok null when a conversion blocked the format.
+SCHEMA_VERSION = 2
 
 FORMATS = ("saved_model", "tflite", "onnx")
 CHECKS = ("conversion", "structure", "validity", "parity", "determinism")
@@ -65,6 +67,9 @@ class FormatResult:
     findings: list = dataclasses.field(default_factory=list)
     error: str | None = None
     seconds: float | None = None
+    # Findings that do not fail the format: a check that ran but could prove nothing (a parity
+    # comparison that cannot fail), said so rather than shown as "ok".
+    warnings: list = dataclasses.field(default_factory=list)
 
     @property
     def ok(self):
@@ -90,6 +95,7 @@ class FormatResult:
             "seconds": None if self.seconds is None else round(self.seconds, 3),
             "checks": {name: check.to_dict() for name, check in self.checks.items()},
             "findings": [f.to_dict() for f in self.findings],
+            "warnings": [f.to_dict() for f in self.warnings],
         }
 
     @classmethod
@@ -99,7 +105,8 @@ class FormatResult:
             error=data.get("error"), seconds=data.get("seconds"),
             checks={k: CheckResult(v.get("ok"), {x: y for x, y in v.items() if x != "ok"})
                     for k, v in data.get("checks", {}).items()},
-            findings=[Finding(**f) for f in data.get("findings", [])])
+            findings=[Finding(**f) for f in data.get("findings", [])],
+            warnings=[Finding(**f) for f in data.get("warnings", [])])
 
 
 @dataclasses.dataclass
@@ -123,6 +130,10 @@ class Report:
     @property
     def findings(self):
         return [f for r in self.formats.values() for f in r.findings]
+
+    @property
+    def warnings(self):
+        return [f for r in self.formats.values() for f in r.warnings]
 
     @property
     def exit_code(self):
@@ -176,7 +187,9 @@ def format_table(report):
         cells = [name]
         for check in CHECKS[1:]:
             c = r.checks.get(check)
-            if c is None or c.ok is None:
+            if c is not None and c.details.get("status") == "vacuous":
+                cells.append("vacuous")  # ran, but could not have failed: see the warnings
+            elif c is None or c.ok is None:
                 cells.append("-")
             elif c.ok:
                 worst = c.details.get("max_abs_error")
@@ -199,6 +212,8 @@ def format_table(report):
             out.append(f"{name}: error: {r.error}")
         for f in r.findings:
             out.append(f"{name}: {f}")
+        for f in r.warnings:
+            out.append(f"{name}: warning: {f}")
     out.append("OK" if report.ok else "FAILED")
     return "\n".join(out)
 

@@ -17,6 +17,16 @@ from tfdropblock.export.errors import InputError
 
 _VALID_NAME = re.compile(r"[^A-Za-z0-9_.\-]")
 
+# Float input distributions tried for generated inputs, in order: standard normal suits models
+# that expect normalised inputs; [0, 255] the image models that rescale or normalise inside
+# (EfficientNet, MobileNetV3 with preprocessing); [0, 1] the ones that expect scaled pixels.
+_DRAW = {
+    "standard normal": lambda rng, shape: rng.standard_normal(shape),
+    "uniform [0, 255]": lambda rng, shape: rng.uniform(0.0, 255.0, shape),
+    "uniform [0, 1]": lambda rng, shape: rng.uniform(0.0, 1.0, shape),
+}
+DISTRIBUTIONS = tuple(_DRAW)
+
 
 class Signature:
     """Input structure of a model: one TensorSpec, a list of them, or a dict of them."""
@@ -94,8 +104,12 @@ class Signature:
 
     # -- inputs --------------------------------------------------------------------------------
 
-    def generate(self, batch, seed=0):
-        """Reproducible inputs for a batch of ``batch``: normal floats, small ints, coin bools."""
+    def generate(self, batch, seed=0, distribution=DISTRIBUTIONS[0]):
+        """Reproducible inputs for a batch of ``batch``: floats drawn from ``distribution`` (one
+        of :data:`DISTRIBUTIONS`), small ints, coin bools."""
+        if distribution not in _DRAW:
+            raise InputError(f"Invalid distribution={distribution!r}: expected one of "
+                             f"{DISTRIBUTIONS}.")
         rng = np.random.default_rng(seed)
         out = {}
         for spec in self.specs:
@@ -107,7 +121,7 @@ class Signature:
             shape = (batch, *map(int, dims))
             dtype = spec.dtype.as_numpy_dtype
             if spec.dtype.is_floating:
-                out[spec.name] = rng.standard_normal(shape).astype(dtype)
+                out[spec.name] = _DRAW[distribution](rng, shape).astype(dtype)
             elif spec.dtype.is_integer:
                 out[spec.name] = rng.integers(0, 8, shape).astype(dtype)
             elif spec.dtype.is_bool:
@@ -116,6 +130,30 @@ class Signature:
                 raise InputError(f"Cannot generate inputs of dtype {spec.dtype.name} for input "
                                  f"{spec.name!r}: pass inputs=.")
         return out
+
+    def generated_batches(self, seed=0, judge=None):
+        """Generated batches of sizes 1 and 3 that exercise the model, if one distribution does.
+
+        ``judge(batches)`` returns ``(number of outputs whose comparison could not fail,
+        anything)``. The distributions are tried in order (standard normal first, then an image's
+        [0, 255], then [0, 1]) and the first one judged 0 wins, else the one judged lowest. Only
+        the float inputs change between distributions, so without one a single set is made.
+        Returns ``(batches, distribution, what judge returned with them)``.
+        """
+        candidates = DISTRIBUTIONS if any(s.dtype.is_floating for s in self.specs) else \
+            DISTRIBUTIONS[:1]
+        best = None
+        for distribution in candidates:
+            batches = [self.generate(1, seed, distribution),
+                       self.generate(3, seed + 1, distribution)]
+            if judge is None:
+                return batches, distribution, None
+            score, extra = judge(batches)
+            if best is None or score < best[0]:
+                best = (score, batches, distribution, extra)
+            if score == 0:
+                break
+        return best[1], best[2], best[3]
 
     def batches(self, inputs=None, seed=0):
         """Two input batches of different sizes (dicts name -> array) to check parity on.
@@ -157,7 +195,12 @@ class Signature:
             if arr.ndim != spec.shape.rank or not spec.shape[1:].is_compatible_with(arr.shape[1:]):
                 raise InputError(f"Invalid inputs: {spec.name!r} has shape {arr.shape}, "
                                  f"expected {spec.shape}.")
-            named[spec.name] = arr.astype(spec.dtype.as_numpy_dtype)
+            arr = arr.astype(spec.dtype.as_numpy_dtype)
+            if spec.dtype.is_floating and arr.size and not np.isfinite(arr).any():
+                raise InputError(f"Invalid inputs: {spec.name!r} has no finite value (all NaN "
+                                 "or infinite): Keras and the artifacts would both return NaN, "
+                                 "and a comparison of NaN with NaN proves nothing.")
+            named[spec.name] = arr
         return named
 
 

@@ -63,3 +63,15 @@ class TFLiteRunner:
     def __call__(self, named_inputs):
         outputs = self.runner(**named_inputs)
         return {k: np.array(v, copy=True) for k, v in outputs.items()}
+
+    def io(self):
+        """The signature's inputs and outputs; ``shape_signature`` (-1 for a dynamic dim), not
+        ``shape``, which is whatever the last call resized the tensors to."""
+        def describe(details):
+            return [{"name": name, "dtype": np.dtype(d["dtype"]).name,
+                     "shape": [None if int(x) < 0 else int(x)
+                               for x in d.get("shape_signature", d["shape"])]}
+                    for name, d in details.items()]
+
+        return {"inputs": describe(self.runner.get_input_details()),
+                "outputs": describe(self.runner.get_output_details())}
