@@ -111,8 +111,13 @@ def summarise(cell):
         status = result["status"]
         parity = result.get("checks", {}).get("parity", {})
         text = status
-        if parity.get("max_abs_error") is not None and status == "passed":
+        if status == "passed" and parity.get("status") == "vacuous":
+            # Passed on structure and determinism, but the outputs could not tell runtimes apart.
+            text += ", parity vacuous"
+        elif status == "passed" and parity.get("max_abs_error") is not None:
             text += f" {parity['max_abs_error']:.1e}"
+            if parity.get("max_scaled_error") is not None:
+                text += f" ({parity['max_scaled_error']:.0e} of max)"
         if status != "passed":
             why = result.get("error") or "; ".join(
                 f"{f['check']}: {f['what']}" for f in result.get("findings", [])[:2])

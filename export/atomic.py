@@ -15,9 +15,18 @@ Guarantees, for every artifact path under ``out_dir`` (``saved_model/``, ``model
   and the commits (the renames) take an exclusive ``flock`` on ``out_dir`` itself, so one
   run's set of artifacts goes in entirely before or after another's. When both wrote the same
   formats, ``out_dir`` ends up holding exactly the last committer's set.
-* A failed, interrupted or refused run (disk full, Ctrl-C, converter error) removes its staging
-  directory and leaves ``out_dir`` as it was. Only a killed process (SIGKILL, power loss) can
-  leave a staging directory behind; it is never read, and is safe to delete.
+* A failed, interrupted or refused run (disk full, Ctrl-C, SIGTERM, converter error) removes
+  its staging directory and leaves ``out_dir`` as it was. Only a killed process (SIGKILL, power
+  loss) can leave a staging directory behind; it is never read, and is safe to delete.
+* Staging is on the filesystem of the real destination: symlinks are resolved first, and an
+  ``out_dir`` that is itself a mount point gets its staging directory inside it (hidden), so the
+  renames never cross filesystems. A staging path the converters cannot take (not UTF-8:
+  TensorFlow and tf2onnx take paths as UTF-8 strings) is reached through a UTF-8 symlink in the
+  temporary directory, so the files still land beside the destination.
+* The renames are one step with respect to SIGINT and SIGTERM: a signal that arrives while they
+  run is held until they are done (see :func:`held_signals`), and one that arrived before the
+  first rename cancels the commit (nothing moved). A caller that must report the outcome
+  (the CLI) asks :func:`commits_begun` whether the point of no return was passed.
 
 Not guaranteed: a reader that opens several files of one artifact (``saved_model.pb`` then
 ``variables/``) while a commit swaps that directory can combine two versions, or find files of
@@ -35,35 +44,193 @@ import ctypes
 import errno
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
-from tfdropblock.export.errors import InputError, OutputError
+from tfdropblock.export.errors import OutputError
 
 STAGING_PREFIX = ".tfdropblock-staging-"
 
 
+# The signals that stop a run: Ctrl-C and what service managers, `timeout` and CI runners send.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+_commits_begun = 0
+
+
+def commits_begun():
+    """How many commits in this process have passed their point of no return (first rename)."""
+    return _commits_begun
+
+
+@contextlib.contextmanager
+def held_signals():
+    """SIGINT and SIGTERM that arrive in the body take effect when it ends, not inside it.
+
+    Yields the list of signals caught so far. On exit the previous handlers come back and the
+    first caught signal is raised again, so it acts as it would have (KeyboardInterrupt, the
+    caller's handler, or the default action). Python runs signal handlers in the main thread
+    whichever thread the kernel picks, so swapping the Python-level handlers holds a signal
+    even where ``pthread_sigmask`` would not (TensorFlow's threads leave it unblocked).
+    Elsewhere than in the main thread (handlers cannot change there) the body runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    caught = []
+    previous = {}
+    try:
+        for signum in STOP_SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler is None or handler is signal.SIG_IGN:  # not ours to hold
+                continue
+            signal.signal(signum, lambda signum, frame: caught.append(signum))
+            previous[signum] = handler
+        yield caught
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            signal.raise_signal(caught[0])
+
+
+def _utf8(path):
+    try:
+        os.fsdecode(path).encode("utf-8")
+        return True
+    except UnicodeError:
+        return False
+
+
+def _nearest_existing(path):
+    return next((p for p in (path, *path.parents) if os.path.lexists(p)), Path(path.anchor))
+
+
+def check_out_dir(out_dir):
+    """OutputError unless ``out_dir`` is, or can be created as, a writable directory.
+
+    Creates nothing: for failing fast, before any conversion.
+    """
+    target = Path(os.path.realpath(out_dir))
+    shown = str(Path(out_dir).absolute())
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"Invalid out_dir={shown!r}: exists and is not a directory.")
+    existing = _nearest_existing(target)
+    if not existing.is_dir():
+        raise OutputError(f"Invalid out_dir={shown!r}: {existing} is a file, not a directory; "
+                          "expected a writable directory path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"Invalid out_dir={shown!r}: cannot create files in {existing} "
+                          "(not writable); expected a writable directory path.")
+    return target
+
+
+def check_output_file(path, what="output"):
+    """OutputError unless ``path`` can be written as a file (its folder exists and takes a new
+    file). For failing fast: a report that cannot be written must stop the run before anything
+    is moved into place. Returns the resolved path."""
+    target = Path(os.path.realpath(path))
+    if target.is_dir():
+        raise OutputError(f"Cannot write {what} {path}: is a directory.")
+    parent = target.parent
+    if not parent.is_dir():
+        why = "no such directory" if not os.path.lexists(parent) else "not a directory"
+        raise OutputError(f"Cannot write {what} {path}: {parent}: {why}.")
+    try:  # the only sure test of "can create a file here" (read-only mounts, ACLs, root)
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"Cannot write {what} {path}: {e.strerror or e} ({parent}).") from None
+    return target
+
+
+def _staging_parent(target):
+    """Where staging goes: beside ``target``, or inside it when it is a mount point (its parent
+    is another filesystem, where renames into ``target`` would fail with EXDEV)."""
+    if target.is_dir() and os.stat(target).st_dev != os.stat(target.parent).st_dev:
+        return target
+    return target.parent
+
+
 @contextlib.contextmanager
 def staging_dir(out_dir):
-    """A fresh directory beside ``out_dir``, deleted on exit (errors and Ctrl-C included)."""
-    out_dir = Path(out_dir).absolute()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"Invalid out_dir={str(out_dir)!r}: exists and is not a directory.")
-    parent = out_dir.parent
+    """A fresh directory on ``out_dir``'s filesystem, deleted on exit (errors, Ctrl-C and
+    SIGTERM included). Its path is UTF-8 (see the module docstring)."""
+    shown = str(Path(out_dir).absolute())
+    target = check_out_dir(out_dir)
+    parent = _staging_parent(target)
+    name = target.name if _utf8(target.name) else "out"
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out_dir.name}-", dir=parent))
+        path = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name}-", dir=parent))
     except OSError as e:
-        blocker = next((p for p in out_dir.parents if p.exists()), None)
-        why = (f"{blocker} is a file, not a directory" if blocker is not None
-               and not blocker.is_dir() else f"cannot create {e.filename or parent} "
-               f"({e.strerror or e})")
-        raise OutputError(f"Invalid out_dir={str(out_dir)!r}: {why}; expected a writable "
+        blocker = _nearest_existing(target)
+        why = (f"{blocker} is a file, not a directory" if not blocker.is_dir()
+               else f"cannot create {e.filename or parent} ({e.strerror or e})")
+        raise OutputError(f"Invalid out_dir={shown!r}: {why}; expected a writable "
                           "directory path.") from None
+    alias = None
     try:
-        yield path
+        alias = _utf8_alias(path, shown)
+        yield path if alias is None else alias
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        with held_signals():  # a second Ctrl-C must not leave the staging folder behind
+            shutil.rmtree(path, ignore_errors=True)
+            if alias is not None:
+                shutil.rmtree(alias.parent, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def work_dir():
+    """A private temporary directory with a UTF-8 path, deleted on exit (signals included).
+
+    Honours TMPDIR; when TMPDIR is not UTF-8 the directory is still made there and reached
+    through a UTF-8 symlink (see :func:`_utf8_alias`).
+    """
+    try:
+        path = Path(tempfile.mkdtemp(prefix="tfdropblock-verify-"))
+    except OSError as e:
+        raise OutputError(f"Cannot create the work directory in {tempfile.gettempdir()} "
+                          f"({e.strerror or e}; set TMPDIR).") from None
+    alias = None
+    try:
+        alias = _utf8_alias(path, "the work directory")
+        yield path if alias is None else alias
+    finally:
+        with held_signals():
+            shutil.rmtree(path, ignore_errors=True)
+            if alias is not None:
+                shutil.rmtree(alias.parent, ignore_errors=True)
+
+
+def _utf8_alias(path, what):
+    """None if ``path`` is UTF-8, else a UTF-8 symlink to it, in a fresh directory of the first
+    UTF-8 temporary directory that takes one. TensorFlow's and tf2onnx's file APIs take paths
+    as UTF-8 strings: a path with undecodable bytes (``os.fsdecode`` surrogates) fails inside
+    them, so they are given this alias; renames through it still land on ``path``'s
+    filesystem."""
+    if _utf8(path):
+        return None
+    candidates = [tempfile.gettempdir(), "/tmp", "/var/tmp", "/usr/tmp"]
+    for base in dict.fromkeys(candidates):
+        if not _utf8(base) or not os.path.isdir(base):
+            continue
+        try:
+            holder = Path(tempfile.mkdtemp(prefix="tfdropblock-alias-", dir=base))
+        except OSError:
+            continue
+        try:
+            os.symlink(path, holder / "stage")
+        except OSError:
+            shutil.rmtree(holder, ignore_errors=True)
+            continue
+        return holder / "stage"
+    raise OutputError(f"Cannot use {what}: its path is not UTF-8, which TensorFlow and tf2onnx "
+                      "cannot write to, and no UTF-8 temporary directory takes a link to it "
+                      "(set TMPDIR to a writable UTF-8 path).")
 
 
 def commit(staged, out_dir, names, remove=()):
@@ -74,26 +241,37 @@ def commit(staged, out_dir, names, remove=()):
     return commit_many(out_dir, [(Path(staged) / name, name) for name in names], remove)
 
 
-def commit_many(out_dir, items, remove=()):
+def commit_many(out_dir, items, remove=(), also=()):
     """Move each ``(source, name)`` of ``items`` to ``out_dir/name``, in order, then delete
-    each ``out_dir/name`` of ``remove`` (a companion file the new artifacts no longer use).
+    each ``out_dir/name`` of ``remove`` (a companion file the new artifacts no longer use), then
+    rename each ``(source, destination)`` of ``also`` (files staged beside a destination
+    elsewhere, such as the CLI's JSON report, which must appear exactly when the artifacts do).
 
     Holds an exclusive lock on ``out_dir`` throughout, so that the commits of concurrent runs
-    are serialised. Returns the destination paths. OutputError if the renames fail.
+    are serialised, and holds SIGINT and SIGTERM during the renames (see the module
+    docstring). Returns the destination paths. OutputError if the renames fail.
     """
-    out_dir = Path(out_dir).absolute()
+    global _commits_begun
+    shown = str(Path(out_dir).absolute())
+    out_dir = Path(os.path.realpath(out_dir))
     written = []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with _locked(out_dir):
-            for src, name in items:
-                dst = out_dir / name
-                _install(Path(src), dst)
-                written.append(dst)
-            for name in remove:
-                _remove(out_dir / name)
+        with _locked(out_dir):  # waiting for another run's commit can still be interrupted
+            with held_signals() as caught:
+                if caught:  # stopped before the point of no return: nothing moves
+                    raise KeyboardInterrupt
+                _commits_begun += 1
+                for src, name in items:
+                    dst = out_dir / name
+                    _install(Path(src), dst)
+                    written.append(dst)
+                for name in remove:
+                    _remove(out_dir / name)
+                for src, dst in also:
+                    os.replace(src, dst)
     except OSError as e:
-        raise OutputError(f"Invalid out_dir={str(out_dir)!r}: cannot move the artifacts into "
+        raise OutputError(f"Invalid out_dir={shown!r}: cannot move the artifacts into "
                           f"place ({e.strerror or e}: {e.filename or out_dir}).") from None
     return written
 
@@ -170,19 +348,48 @@ def _locked(directory):
 
 
 def write_bytes(path, data):
-    """Write ``data`` to a temporary sibling of ``path``, then rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``data`` to a temporary sibling of ``path``, then rename it over ``path``.
+
+    Interrupted, it leaves ``path`` as it was and no temporary file.
+    """
+    target = os.path.realpath(path)
+    tmp = None
     try:
+        tmp = _write_temp(target, data)
+        os.replace(tmp, target)
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def stage_bytes(path, data):
+    """Write ``data`` to a new temporary file beside ``path`` (beside its target, if ``path``
+    is a symlink: the rename must stay on one filesystem) and return that file's path, for the
+    caller to rename over ``path`` or delete. Interrupted, it leaves no file."""
+    return Path(_write_temp(os.path.realpath(path), data))
+
+
+def _write_temp(target, data):
+    target = Path(target)
+    tmp = None
+    try:
+        with held_signals():  # no interrupt between creating the file and knowing its name
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                       dir=target.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         # mkstemp creates 0600 files; an artifact gets the permissions open() would give it.
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _unlink(tmp)
         raise
+    return tmp
+
+
+def _unlink(path):
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _umask():

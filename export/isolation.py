@@ -10,16 +10,19 @@ deadlock on thread pools that do not survive fork) each child is a fresh interpr
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
+from tfdropblock.export.atomic import held_signals
 from tfdropblock.export.errors import InputError, OutputError
 from tfdropblock.export.loading import check_model_file, load_model
 from tfdropblock.export.report import ERROR, FormatResult
@@ -73,7 +76,7 @@ def verify_isolated(model_path, formats, options, out_dir=None, safe_mode=True,
                     job = {"model": model_path, "formats": group, "options": options,
                            "safe_mode": safe_mode, "work": str(work / "+".join(group)),
                            "log": str(work / f"{'+'.join(group)}.log"),
-                           "imports": list(imports)}
+                           "imports": list(imports), "parent": os.getpid()}
                     Path(job["work"]).mkdir(parents=True, exist_ok=True)
                     process, receiver = _launch(mp, job)
                     running.append([process, receiver, list(group), time.monotonic(), job])
@@ -117,8 +120,11 @@ def verify_isolated(model_path, formats, options, out_dir=None, safe_mode=True,
                         if left:  # the rest of the group gets a fresh process
                             pending.insert(0, left)
         finally:
-            for process, receiver, *_ in running:
-                _finish(process, receiver)
+            # Interrupted or not, no converter may outlive this block: they write into the
+            # staging folder that is removed next. A second Ctrl-C must not cut this short.
+            with held_signals():
+                for process, receiver, *_ in running:
+                    _finish(process, receiver)
 
         input_errors = [p for k, p in outcomes.values() if k == "input_error"]
         if input_errors:
@@ -168,6 +174,9 @@ def _launch(mp, job):
                              name=f"tfdropblock-{'+'.join(job['formats'])}", daemon=True)
         process.start()
         sender.close()
+        # The child does this too; whichever runs first, the group exists before we may kill it.
+        with contextlib.suppress(OSError):
+            os.setpgid(process.pid, process.pid)
         return process, receiver
     job_path = Path(job["work"]) / "job.pickle"
     job_path.write_bytes(pickle.dumps(job))
@@ -175,7 +184,8 @@ def _launch(mp, job):
     with open(job["log"], "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tfdropblock.export._child", str(job_path), str(write_fd)],
-            pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True)
     os.close(write_fd)
     return _Subprocess(proc), Connection(read_fd, writable=False)
 
@@ -188,6 +198,10 @@ class _Subprocess:
 
     def is_alive(self):
         return self.proc.poll() is None
+
+    @property
+    def pid(self):
+        return self.proc.pid
 
     def kill(self):
         self.proc.kill()
@@ -204,6 +218,11 @@ class _Subprocess:
 
 
 def _finish(process, receiver):
+    # Each child leads its own process group, so that whatever it started goes with it. The
+    # group is killed before the child is reaped (is_alive() reaps): until then its id cannot
+    # be reused by another process.
+    with contextlib.suppress(OSError):
+        os.killpg(process.pid, signal.SIGKILL)
     if process.is_alive():
         process.kill()
     process.join(5)
@@ -233,13 +252,25 @@ def _last_line(path):
 
 def child_main(conn, job):
     """Entry point of a child: load the model, convert and check its formats, report each."""
-    # Ctrl-C reaches the whole process group: the parent handles it and kills the children.
+    # Stopping is the parent's decision: it ends the child's group (SIGINT from a terminal
+    # reaches only the parent's group now), and the child dies with the parent even if that
+    # is killed outright, so no converter outlives the run and writes into a removed folder.
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    _die_with_parent(job.get("parent"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a forked copy of the CLI's handler
     # Converter chatter (MLIR diagnostics, absl logs) goes to a log file, quoted if we die.
     log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    # The converters' own temporary files (TensorFlow hands TMPDIR paths to C++, which takes
+    # only UTF-8) go in the work directory, whose path is UTF-8 and which is removed with
+    # the run even when this process is killed.
+    tmp = os.path.join(job["work"], "tmp")
+    os.makedirs(tmp, exist_ok=True)
+    os.environ["TMPDIR"] = tempfile.tempdir = tmp
     try:
         from tfdropblock.export.formatcheck import run_format
         from tfdropblock.export.pipeline import Session
@@ -278,6 +309,20 @@ def child_main(conn, job):
             pass
     finally:
         conn.close()
+
+
+def _die_with_parent(parent):
+    """Linux: SIGKILL this process when its parent dies (``PR_SET_PDEATHSIG``)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent is not None and os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
 
 
 def default_model():

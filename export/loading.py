@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -56,15 +57,36 @@ def load_model(model, safe_mode=True):
                          f"{one_line(e)}") from None
 
 
+_NOT_REGULAR = ((stat.S_ISDIR, "is a directory"), (stat.S_ISFIFO, "is a named pipe (FIFO)"),
+                (stat.S_ISSOCK, "is a socket"), (stat.S_ISCHR, "is a character device"),
+                (stat.S_ISBLK, "is a block device"))
+
+
+def check_regular_file(path, expected):
+    """InputError unless ``path`` is (a symlink to) a regular file; returns its ``os.stat``.
+
+    Decided from ``os.stat`` alone, before anything opens the path: opening a FIFO blocks until
+    a writer comes, and a device such as ``/dev/zero`` reads forever. ``expected`` completes
+    "expected ..." in the message (``"a .keras model file"``).
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file.") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror}).") from None
+    if not stat.S_ISREG(info.st_mode):
+        what = next((text for test, text in _NOT_REGULAR if test(info.st_mode)),
+                    "is not a regular file")
+        raise InputError(f"{path}: {what}, expected {expected}.")
+    return info
+
+
 def check_model_file(path):
     """Cheap checks of a model path that need no TensorFlow: InputError with one clear line."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file.")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected a .keras model file.")
+    size = check_regular_file(path, "a .keras model file").st_size
     try:
-        size = path.stat().st_size
         with open(path, "rb"):
             pass
     except OSError as e:

@@ -12,7 +12,8 @@ import signal
 import time
 from pathlib import Path
 
-from tfdropblock.export.atomic import commit_many, staging_dir, write_bytes
+from tfdropblock.export.atomic import (check_out_dir, commit_many, staging_dir,
+                                       write_bytes)
 from tfdropblock.export.errors import ConversionError, InputError, OutputError, write_failure
 from tfdropblock.export.graphs import onnx_graph, traced_graph
 from tfdropblock.export.identity import dropblock_names, dropblocks_as_identity
@@ -161,11 +162,18 @@ class Session:
         elif fmt == "tflite":
             self.tflite()
         else:
-            left = onnx_graph(self.onnx()).unsupported_ops
+            from tfdropblock.export.onnx_export import blocked_by, onnx_io
+
+            proto = self.onnx()
+            left = onnx_graph(proto).unsupported_ops
             if left:
-                raise ConversionError(
-                    f"tf2onnx could not convert {len(left)} op type(s): {', '.join(left)}",
-                    format="onnx", unsupported_ops=left)
+                raise ConversionError(blocked_by(proto, left), format="onnx",
+                                      unsupported_ops=left)
+            # A graph input the model lacks (a captured constant made an input) cannot be fed.
+            inputs = [t["name"] for t in onnx_io(proto)["inputs"]]
+            if sorted(inputs) != sorted(self.signature.names):
+                raise ConversionError(f"tf2onnx made graph inputs {inputs}, not the model's "
+                                      f"{self.signature.names}", format="onnx")
         return self.path(fmt)
 
 
@@ -178,9 +186,10 @@ def export(model, out_dir, formats=FORMATS, *, input_signature=None, opset=DEFAU
     ``tflite_select_tf_ops``) and ``model.onnx`` (tf2onnx ``from_function``, opset ``opset`` <=
     18; rejected if tf2onnx left any op unconverted). The batch axis stays dynamic.
 
-    Everything is built in a hidden sibling of ``out_dir`` and moved into place only once every
-    format converted: on any failure (or Ctrl-C) nothing in ``out_dir`` changes. Concurrent runs
-    into one ``out_dir`` are safe: see :mod:`tfdropblock.export.atomic` for what a reader sees.
+    Everything is built in a hidden sibling of ``out_dir`` (on its filesystem) and moved into
+    place only once every format converted: on any failure (or Ctrl-C) nothing in ``out_dir``
+    changes. Concurrent runs into one ``out_dir`` are safe: see :mod:`tfdropblock.export.atomic`
+    for what a reader sees.
 
     Args:
         model: a ``keras.Model`` or the path of a ``.keras`` file.
@@ -203,6 +212,7 @@ def export(model, out_dir, formats=FORMATS, *, input_signature=None, opset=DEFAU
     formats = check_formats(formats)
     check_opset(opset)
     check_external_data(onnx_external_data)
+    check_out_dir(out_dir)  # before loading and converting: an unusable out_dir fails at once
     model = load_model(model, safe_mode)
     signature = Signature.from_model(model, input_signature)
     say = progress or (lambda fmt, message: None)

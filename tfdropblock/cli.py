@@ -3,8 +3,11 @@
 Exit statuses: 0 everything passed; 1 a structure, validity, parity or determinism check failed
 (or ``inspect`` found something); 2 bad usage, an input that cannot be read or loaded, or an
 output that cannot be written (``--out`` under a file, read-only, disk full or a file-size
-limit: nothing is written then); 3 a converter or runtime failed. Errors with status 2 or 3
-print one line, never a traceback.
+limit: nothing is written then); 3 a converter or runtime failed; 130 interrupted (SIGINT,
+Ctrl-C) and 143 terminated (SIGTERM): the previous output is then untouched and no staging
+folder or converter process is left. A signal that arrives once the artifacts have started
+moving into place no longer changes the outcome: the run completes and reports it. Errors with
+status 2 or 3 print one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
@@ -44,7 +48,24 @@ def _formats(value):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _block_size(value):
+def _version():
+    """``tfdropblock X.Y.Z`` and the stack's versions, from the installed metadata: importing
+    TensorFlow to ask it would take seconds."""
+    from importlib import metadata
+    from platform import python_version
+
+    from tfdropblock import __version__
+
+    stack = [f"Python {python_version()}"]
+    for name in ("tensorflow", "keras"):  # more would not fit argparse's 80-column line
+        try:
+            stack.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            stack.append(f"{name} not installed")
+    return f"{PROG} {__version__} ({', '.join(stack)})"
+
+
+def _height_width(value):
     try:
         sizes = tuple(int(v) for v in value.split(","))
     except ValueError:
@@ -77,6 +98,8 @@ def build_parser():
 
     parser = _Parser(prog=PROG, description="DropBlock for Keras 3: check that it folds away "
                                             "in SavedModel, TFLite and ONNX exports.")
+    parser.add_argument("--version", action="version", version=_version(),
+                        help="print the versions of tfdropblock and its stack, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -113,7 +136,7 @@ def build_parser():
     common(p)
 
     p = sub.add_parser("export", help="verify, then write the artifacts")
-    p.add_argument("model", metavar="MODEL.keras")
+    p.add_argument("model", metavar="MODEL.keras", help="model to verify and export")
     p.add_argument("--out", metavar="DIR", required=True, help="output directory")
     p.add_argument("--force", action="store_true",
                    help="write whatever converted even if a check failed")
@@ -128,13 +151,17 @@ def build_parser():
                         "names); repeatable")
     p.add_argument("--json", metavar="FILE", help="write the findings as JSON ('-': stdout)")
 
-    p = sub.add_parser("show-masks", help="render example DropBlock masks to an image")
-    p.add_argument("--out", required=True, metavar="FILE.png")
-    p.add_argument("--rate", type=float, default=0.1)
-    p.add_argument("--block-size", type=_block_size, default=7, metavar="B[,B]",
+    p = sub.add_parser("show-masks", help="render example DropBlock masks to an image "
+                                          "(needs matplotlib)")
+    p.add_argument("--out", required=True, metavar="FILE.png", help="PNG file to write")
+    p.add_argument("--rate", type=float, default=0.1, help="drop rate in [0, 1) (default: 0.1)")
+    p.add_argument("--block-size", type=_height_width, default=7, metavar="B[,B]",
                    help="block size: one int, or height,width (default: 7)")
-    p.add_argument("--share-channels", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=_height_width, default=64, metavar="S[,S]",
+                   help="feature map size: one int, or height,width (default: 64)")
+    p.add_argument("--share-channels", action="store_true",
+                   help="one mask shared by all channels (default: one per channel)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the masks (default: 0)")
     return parser
 
 
@@ -142,8 +169,11 @@ def main(argv=None):
     """Console entry point; returns the exit status (and exits with it when run as a script)."""
     # TensorFlow's C++ start-up log would bury the report; failures reach us as exceptions.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _printable_paths()
+    previous = _catch_stop_signals()
     try:
         args = build_parser().parse_args(argv)
+        _check_outputs(args)
         _import_tensorflow_quietly()
         return {"verify": _verify, "export": _export, "inspect": _inspect,
                 "show-masks": _show_masks}[args.command](args)
@@ -151,9 +181,12 @@ def main(argv=None):
         if str(e):
             print(str(e), file=sys.stderr)
         return e.code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        _STOP["decided"] = True
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"{PROG}: {'terminated' if signum == signal.SIGTERM else 'interrupted'}",
+              file=sys.stderr)
+        return 128 + signum
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else EXIT_OK
     except Exception as e:  # a bug of ours: still one line; the traceback on request
@@ -162,6 +195,74 @@ def main(argv=None):
         print(f"{PROG}: internal error: {type(e).__name__}: {_first_line(e)} (set "
               "TFDROPBLOCK_DEBUG=1 for the traceback)", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        _release_stop_signals(previous, own_process=argv is None)
+
+
+# SIGINT and SIGTERM stop a run (exit 130 / 143) until its outcome is decided: from the moment
+# artifacts start moving into place (atomic.commits_begun() grows), or main() is returning.
+_STOP = {"decided": False, "commits": 0}
+
+
+class _Interrupted(KeyboardInterrupt):
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_stop(signum, frame):
+    from tfdropblock.export.atomic import commits_begun
+
+    # Renames cannot be undone: a stop now would report 130 over a replaced output.
+    if _STOP["decided"] or commits_begun() > _STOP["commits"]:
+        return
+    raise _Interrupted(signum)
+
+
+def _catch_stop_signals():
+    import threading
+
+    from tfdropblock.export.atomic import STOP_SIGNALS, commits_begun
+
+    _STOP.update(decided=False, commits=commits_begun())
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, _on_stop) for signum in STOP_SIGNALS}
+
+
+def _release_stop_signals(previous, own_process):
+    _STOP["decided"] = True
+    if own_process:  # the status is decided: a late signal must not turn it into a traceback
+        return
+    for signum, handler in previous.items():
+        if handler is not None:
+            signal.signal(signum, handler)
+
+
+def _printable_paths():
+    # A path that is not UTF-8 reaches Python as surrogates, which a strict stream cannot encode
+    # (PYTHONIOENCODING=utf-8:strict): such paths print escaped instead of failing the run.
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except Exception:
+                pass
+
+
+def _check_outputs(args):
+    """Every path the run will write, checked before any work: a run must not convert for
+    minutes and then fail, or fail after its artifacts moved, on an output it cannot write."""
+    from tfdropblock.export.atomic import check_out_dir, check_output_file
+    from tfdropblock.export.errors import OutputError
+
+    try:
+        if args.command in ("verify", "export") and getattr(args, "out", None) is not None:
+            check_out_dir(args.out)
+        if getattr(args, "json", None) not in (None, "-"):
+            check_output_file(args.json, "--json")
+    except OutputError as e:
+        _fail(f"{PROG}: error: {e}", EXIT_USAGE)
 
 
 def _import_tensorflow_quietly():
@@ -199,7 +300,12 @@ def _load_inputs(path):
     import numpy as np
 
     from tfdropblock.export.errors import InputError
+    from tfdropblock.export.loading import check_regular_file
 
+    try:
+        check_regular_file(path, "a .npz file")  # a FIFO would block np.load forever
+    except InputError as e:
+        raise InputError(f"--inputs {e}") from None
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
@@ -217,18 +323,98 @@ def _run_verify(args, out_dir, write):
         inputs = _load_inputs(args.inputs) if args.inputs else None
         if args.jobs is not None and args.jobs < 1:
             raise InputError(f"Invalid --jobs={args.jobs}: expected an int >= 1.")
-        return verify(args.model, formats=args.formats, inputs=inputs, atol=args.atol,
-                      rtol=args.rtol, opset=args.opset, out_dir=out_dir,
-                      onnx_external_data=args.onnx_external_data,
-                      safe_mode=not args.unsafe, isolate=True, timeout=args.timeout,
-                      jobs=args.jobs, write=write, imports=args.imports,
-                      progress=_progress(args))
+        with _json_with_artifacts(args) as committed:
+            report = verify(args.model, formats=args.formats, inputs=inputs, atol=args.atol,
+                            rtol=args.rtol, opset=args.opset, out_dir=out_dir,
+                            onnx_external_data=args.onnx_external_data,
+                            safe_mode=not args.unsafe, isolate=True, timeout=args.timeout,
+                            jobs=args.jobs, write=write, imports=_importable(args.imports),
+                            progress=_progress(args))
+        args.json_committed = bool(committed)
+        return report
     except InputError as e:
-        _fail(f"{PROG}: error: {e}", EXIT_USAGE)
+        _fail(f"{PROG}: error: {_with_import_hint(e, args.model)}", EXIT_USAGE)
     except ExportKitError as e:
         _fail(f"{PROG}: error: {e}", EXIT_ERROR)
     except OSError as e:
         _fail(f"{PROG}: error: {e.filename or ''}: {e.strerror or e}", EXIT_USAGE)
+
+
+def _importable(names):
+    """``--import`` values as module names that this process and its children can import.
+
+    The console script's ``sys.path`` starts with its own bin folder, not the current folder,
+    so a module next to the user's model was not found: the current folder goes at the end of
+    ``sys.path``, where it cannot shadow an installed module. A path to a ``.py`` file names
+    that file: its folder goes first on ``sys.path``, and on ``PYTHONPATH`` for the children
+    (spawned ones start a fresh interpreter; forked ones inherit ``sys.path``).
+    """
+    from tfdropblock.export.errors import InputError
+
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    modules = []
+    for name in names:
+        if not (name.endswith(".py") or os.sep in name):
+            modules.append(name)
+            continue
+        path = os.path.abspath(name)
+        folder, module = os.path.dirname(path), os.path.basename(path)[:-len(".py")]
+        if not os.path.isfile(path) or not name.endswith(".py"):
+            raise InputError(f"--import {name}: no such .py file (or give a module name).")
+        loaded = getattr(sys.modules.get(module), "__file__", None)
+        if not module.isidentifier() or (loaded and os.path.abspath(loaded) != path):
+            raise InputError(f"--import {name}: cannot import it as module {module!r} "
+                             f"({'taken by ' + loaded if loaded else 'not a valid name'}); "
+                             "rename the file.")
+        sys.path.insert(0, folder)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [folder, os.environ.get("PYTHONPATH")]))
+        modules.append(module)
+    return modules
+
+
+def _with_import_hint(error, model):
+    """A model that failed to load because Keras lacks one of its classes: which, and the
+    ``--import`` that registers it (Keras's own message names only the outer model)."""
+    missing = _unregistered_classes(model) if "cannot load the model" in str(error) else []
+    if not missing:
+        return str(error)
+    classes = ", ".join(f"{name!r} (module {module!r})" for name, module in missing)
+    modules = sorted({module for _, module in missing if module != "__main__"})
+    how = " ".join(f"--import {m}" for m in modules) or "--import FILE.py"
+    return (f"{model}: cannot load the model: Keras does not know its "
+            f"class{'es' if len(missing) > 1 else ''} {classes}: pass {how} (a module in the "
+            "current folder or on PYTHONPATH, or a .py file) to register "
+            f"{'them' if len(missing) > 1 else 'it'}.")
+
+
+def _unregistered_classes(model):
+    """``[(class_name, module)]`` of the custom classes in a ``.keras`` file's config that no
+    module imported so far registered with Keras (Keras itself imports only its own)."""
+    import zipfile
+
+    import keras
+
+    try:
+        with zipfile.ZipFile(model) as z:
+            config = json.loads(z.read("config.json"))
+    except Exception:  # not a readable .keras: the loading error stands as it is
+        return []
+    found, stack = [], [config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+            name, module = item.get("class_name"), item.get("module")
+            if isinstance(name, str) and isinstance(module, str) and module.split(".")[0] not in (
+                    "keras", "keras_hub", "keras_cv", "keras_nlp", "builtins"):
+                key = item.get("registered_name") or name
+                if keras.saving.get_registered_object(key) is None and (name, module) not in found:
+                    found.append((name, module))
+    return found
 
 
 def _emit(args, report_dict, table):
@@ -238,13 +424,43 @@ def _emit(args, report_dict, table):
         return
     if table:
         print(table)
-    if args.json:
+    if args.json and not getattr(args, "json_committed", False):
         from tfdropblock.export.atomic import write_bytes
 
+        _STOP["decided"] = True  # a report once renamed in must not be followed by exit 130
         try:
-            write_bytes(args.json, (json.dumps(report_dict, indent=2) + "\n").encode())
+            write_bytes(args.json, _json_bytes(report_dict))
         except OSError as e:
             _fail(f"{PROG}: error: cannot write --json {args.json}: {e.strerror}", EXIT_USAGE)
+
+
+def _json_bytes(report_dict):
+    return (json.dumps(report_dict, indent=2) + "\n").encode()
+
+
+def _json_with_artifacts(args):
+    """Where a run moves artifacts into ``--out``, its ``--json`` report is written beside its
+    destination first and renamed in with them (``verifier.committed_with``): a report that
+    cannot be written stops the run before anything moves, and never replaces the output of
+    a run that then reports failure. Yields a list, non-empty once the report went in."""
+    import contextlib
+
+    from tfdropblock.export.atomic import stage_bytes
+    from tfdropblock.export.errors import OutputError
+    from tfdropblock.export.verifier import committed_with
+
+    if not args.json or args.json == "-" or getattr(args, "out", None) is None:
+        return contextlib.nullcontext([])
+
+    def stage(report):
+        try:
+            return stage_bytes(args.json, _json_bytes(report.to_dict())), \
+                os.path.realpath(args.json)
+        except OSError as e:
+            raise OutputError(f"cannot write --json {args.json}: {e.strerror or e}; nothing "
+                              "was written") from None
+
+    return committed_with(stage)
 
 
 def _verify(args):
@@ -278,7 +494,7 @@ def _inspect(args):
     from tfdropblock.export.report import SCHEMA_VERSION, versions
 
     summaries, errors, lines = [], [], []
-    for path in args.paths:
+    for path in [artifact for path in args.paths for artifact in _artifacts_in(path)]:
         try:
             summary = inspect_summary(path, args.layer_name or None)
         except InputError as e:
@@ -308,6 +524,22 @@ def _inspect(args):
     return code
 
 
+def _artifacts_in(path):
+    """A folder that ``export`` wrote stands for the artifacts in it; any other path for itself.
+
+    (A SavedModel is a folder too: one with a saved_model.pb is inspected as that.)
+    """
+    from pathlib import Path
+
+    from tfdropblock.export import ARTIFACTS
+
+    folder = Path(path)
+    if not folder.is_dir() or (folder / "saved_model.pb").exists():
+        return [path]
+    found = [str(folder / name) for name in ARTIFACTS.values() if (folder / name).exists()]
+    return found or [path]
+
+
 def _show_masks(args):
     try:
         from tfdropblock.visualize import render_masks
@@ -316,7 +548,10 @@ def _show_masks(args):
               f"({e})", EXIT_USAGE)
     try:
         result = render_masks(args.out, rate=args.rate, block_size=args.block_size,
-                              share_channels=args.share_channels, seed=args.seed)
+                              size=args.size, share_channels=args.share_channels,
+                              seed=args.seed)
+    except ImportError as e:  # matplotlib missing: an install the user can fix, so usage
+        _fail(f"{PROG}: error: {_first_line(e)}", EXIT_USAGE)
     except (ValueError, TypeError) as e:
         _fail(f"{PROG}: error: {_first_line(e)}", EXIT_USAGE)
     except OSError as e:
