@@ -1,5 +1,7 @@
 """Run the benchmarks: ``python -m benchmarks.run [--quick] [--markdown FILE] [--tables ...]``.
 
+Exits 1 when a table could not run (its dependencies are missing), else 0.
+
 Prints, per table, the median time of each case and its ratios to the elementwise floor (same
 mode), to Keras ``Dropout`` in graph mode and to Keras ``Dropout`` in the same mode, then the
 performance targets of the 2-D DropBlock layer. ``--markdown FILE`` writes the same as Markdown.
@@ -12,6 +14,7 @@ import datetime
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -89,11 +92,19 @@ def resnet_table(rounds, quick):
     cases, meta = models.resnet_cases(width=width)
     results = timing.measure(cases, rounds=rounds, warmup=1, target_s=0.0)
     base = "ResNet-50 without DropBlock"
+
+    def paired(a, b):
+        # Median of per-round ratios: one round times every case within seconds, so the load
+        # drifts of a shared machine (spreads of ±25% per case) mostly cancel out of the ratio.
+        return statistics.median(x / y for x, y in zip(a.seconds, b.seconds))
+
     rows = [{"case": label, "mode": mode, "ms": r.median * 1e3, "spread": r.spread,
-             "x without DropBlock": r.median / results[(base, mode)].median}
+             "x without DropBlock": paired(r, results[(base, mode)]),
+             "x graph mode": paired(r, results[(label, "graph")])}
             for (label, mode), r in results.items()]
     title = (f"ResNet-50 training step (SGD), input {'x'.join(map(str, meta['input']))}, "
-             f"width {meta['width']}, {meta['classes']} classes")
+             f"width {meta['width']}, {meta['classes']} classes (ratios: medians of per-round "
+             "ratios)")
     targets = [(f"ResNet-50 step with DropBlock, {row['mode']} <= {RESNET_LIMIT}x without",
                 row["x without DropBlock"], RESNET_LIMIT) for row in rows if row["case"] != base]
     return title, rows, None, targets
@@ -158,7 +169,7 @@ def target_lines(targets, markdown):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="4 rounds, a narrow ResNet, no export table (about 1.5 minutes)")
+                        help="4 rounds, a narrow ResNet, no export table (about 3.5 minutes)")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown")
     parser.add_argument("--tables", nargs="+", choices=TABLES, default=None,
                         help="tables to run (default: all; --quick skips export)")
@@ -176,10 +187,11 @@ def main(argv=None):
         out[False].extend(text_lines)
         out[True].extend(md_lines)
 
-    command = "python -m benchmarks.run" + (" --quick" if args.quick else "")
+    command = "python -m benchmarks.run" + (" --quick" if args.quick else "") + (
+        f" --tables {' '.join(args.tables)}" if args.tables else "")
     emit([f"# {command}", *(f"{k}: {v}" for k, v in info.items()), ""],
          [f"Command: `{command}`", "", *(f"- {k}: {v}" for k, v in info.items()), ""])
-    targets = []
+    targets, skipped = [], []
     for table in tables:
         why = None
         if table in ("2d", "1d", "3d"):
@@ -193,6 +205,8 @@ def main(argv=None):
             title, rows, why, found = export_table(1 if args.quick else 2)
             targets += found
         body = [f"skipped: {why}"] if why else []
+        if why:
+            skipped.append(table)
         emit([title, *body, *format_rows(rows, False), ""],
              [f"### {title}", "", *body, *format_rows(rows, True), ""])
     if targets:
@@ -200,10 +214,14 @@ def main(argv=None):
              ["### Targets (same run)", "", *target_lines(targets, True), ""])
     footer = f"total {time.perf_counter() - started:.0f} s, load average after: {_load()}"
     emit([footer], [f"_{footer}_"])
+    if skipped:
+        # A run that silently lacks a table would pass for a complete one in CI and in the docs.
+        emit([f"FAILED: could not run table(s) {', '.join(skipped)}"],
+             [f"**FAILED: could not run table(s) {', '.join(skipped)}**"])
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("\n".join(out[True]) + "\n")
-    return 0
+    return 1 if skipped else 0
 
 
 if __name__ == "__main__":

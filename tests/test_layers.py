@@ -232,6 +232,14 @@ def test_input_dtype_preserved(dtype):
     assert y.dtype == tf.as_dtype(dtype)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_default_layer_autocasts_float64_to_float32(training):
+    # What docs/SEMANTICS.md says under "Dtypes": Keras's autocast, not the layer, decides.
+    x = tf.ones((2, 8, 8, 3), tf.float64)
+    assert DropBlock2D(0.2, 3, seed=0)(x, training=training).dtype == tf.float32
+    assert dropblock(x, 0.2, 3, seed=0, training=training).dtype == tf.float64
+
+
 # --- 6. gradients -----------------------------------------------------------------------------------
 
 def test_gradient_flows_through_kept_units_scaled():

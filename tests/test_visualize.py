@@ -69,6 +69,30 @@ def test_missing_directory(tmp_path):
 
 def test_missing_matplotlib_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with pytest.raises(ImportError, match=r"pip install tfdropblock\[viz\]"):
+    # "tfdropblock[viz]" resolves nowhere (the package is on no index): the clone's extra and
+    # the pinned matplotlib do.
+    with pytest.raises(ImportError, match=r'pip install "\.\[viz\]".*pip install matplotlib==3\.'):
         render_masks(tmp_path / "x.png")
     assert not list(tmp_path.iterdir())
+
+
+def test_readme_picture_is_what_the_readme_command_draws(tmp_path):
+    import re
+    import shlex
+
+    import matplotlib.image
+    import numpy as np
+
+    from tfdropblock import cli
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(repo, "README.md")) as f:
+        commands = re.findall(r"`(tfdropblock show-masks --out docs/masks\.png[^`]*)`", f.read())
+    assert len(commands) == 1, "the README must quote the command that drew docs/masks.png"
+    argv = shlex.split(commands[0])[1:]
+    argv[argv.index("docs/masks.png")] = str(tmp_path / "masks.png")
+    assert cli.main(argv) == 0
+    drawn = matplotlib.image.imread(tmp_path / "masks.png")
+    shipped = matplotlib.image.imread(os.path.join(repo, "docs", "masks.png"))
+    assert drawn.shape == shipped.shape and np.array_equal(drawn, shipped), (
+        f"docs/masks.png is stale: regenerate it with `{commands[0]}` from the repository root")

@@ -10,40 +10,17 @@ choice.
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfdropblock.gamma import GAMMA_MODES, clamp_block, gamma_tensor
+# The argument checks live in gamma.py (no TensorFlow there); they are part of this module's API.
+from tfdropblock.gamma import (GAMMA_MODES, check_block_size, check_rate,  # noqa: F401
+                               clamp_block, gamma_tensor, is_int)
 
 DATA_FORMATS = ("channels_last", "channels_first")
-
-
-def check_rate(rate):
-    """Validate a static drop rate: a real number in [0, 1)."""
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
-        raise TypeError(f"Invalid rate={rate!r}: expected a float in [0, 1).")
-    if math.isnan(rate) or not 0.0 <= rate < 1.0:
-        raise ValueError(f"Invalid rate={rate!r}: expected a float in [0, 1).")
-    return float(rate)
-
-
-def check_block_size(block_size, rank):
-    """Normalise ``block_size`` to a tuple of ``rank`` positive ints."""
-    sizes = (block_size,) * rank if is_int(block_size) else block_size
-    try:
-        sizes = tuple(sizes)
-    except TypeError:
-        sizes = ()
-    if len(sizes) != rank or not all(is_int(b) and b > 0 for b in sizes):
-        raise ValueError(
-            f"Invalid block_size={block_size!r}: expected a positive int or a tuple of "
-            f"{rank} positive ints (one per spatial axis)."
-        )
-    return tuple(int(b) for b in sizes)
 
 
 def check_data_format(data_format):
@@ -86,10 +63,6 @@ def check_seed(seed):
             return tensor
     raise TypeError(f"Invalid seed={seed!r}: expected an int, a keras.random.SeedGenerator or an "
                     "int32/int64 tensor of shape (2,).")
-
-
-def is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def spatial_shape_of(shape, rank, data_format):

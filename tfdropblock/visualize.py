@@ -41,7 +41,7 @@ def render_masks(out_path, rate=0.1, block_size=7, size=(64, 64), share_channels
         ``channel_drop_fractions``, ``dropout_fraction``, ``share_channels``, ``gamma_mode``.
 
     Raises:
-        ImportError: matplotlib is not installed (``pip install tfdropblock[viz]``).
+        ImportError: matplotlib is not installed (``pip install ".[viz]"`` in the clone).
 
     Example:
         >>> info = render_masks("masks.png", rate=0.1, block_size=7, size=(64, 64))
@@ -153,7 +153,25 @@ def _matplotlib():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as error:
+        # tfdropblock is installed from a clone, not an index: "tfdropblock[viz]" would not
+        # resolve, so name the clone's extra and the pinned matplotlib itself.
         raise ImportError(
-            "render_masks needs matplotlib, which is not installed: "
-            "pip install tfdropblock[viz]") from error
+            "show-masks / render_masks needs matplotlib, which is not installed: run "
+            f"pip install \".[viz]\" in the clone, or pip install {_matplotlib_pin()}"
+        ) from error
     return Figure, FigureCanvasAgg
+
+
+def _matplotlib_pin():
+    """The matplotlib requirement of the ``viz`` extra, as installed (pyproject.toml)."""
+    from importlib import metadata
+
+    try:
+        requirements = metadata.requires("tfdropblock") or []
+    except metadata.PackageNotFoundError:
+        requirements = []
+    for requirement in requirements:
+        spec, _, marker = requirement.partition(";")
+        if spec.strip().startswith("matplotlib") and "viz" in marker:
+            return spec.strip()
+    return "matplotlib"
