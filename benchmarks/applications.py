@@ -50,6 +50,7 @@ def build(name, side, with_dropblock, num_classes=10):
     if name.startswith("MobileNetV3"):
         kwargs["include_preprocessing"] = True
     model = getattr(keras.applications, name)(**kwargs)
+    calibrate_batch_norm(model, side)
     if not with_dropblock:
         return model
     from tfdropblock.models import add_dropblock
@@ -59,8 +60,30 @@ def build(name, side, with_dropblock, num_classes=10):
                          block_size=BLOCK_SIZE, seed=0)
 
 
+def calibrate_batch_norm(model, side, batch=8):
+    """Sets every BatchNormalization's moving statistics from one batch of random images.
+
+    Untrained stock models keep the initial statistics (mean 0, variance 1), under which the
+    activations of MobileNet- and EfficientNet-style networks fade to ~1e-12 and every input
+    gets the same output: a parity check on such a model compares nothing. One training-mode
+    pass with momentum 0 makes each layer normalise what it really sees, as trained weights do.
+    """
+    import keras
+    import numpy as np
+
+    norms = [layer for layer in model.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    images = np.random.default_rng(0).uniform(0, 255, (batch, side, side, 3)).astype("float32")
+    model(images, training=True)
+    for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
+
+
 def late_block_outputs(model, count=3):
-    """Up to ``count`` block-output layers from the last half of ``model``, 4-D and used once.
+    """Up to ``count`` block-output layers from the last half of ``model`` with 4-D outputs.
 
     The paper puts DropBlock in the last two groups of a ResNet; "the last half, at block
     boundaries" is the same rule stated for any architecture.
@@ -68,7 +91,7 @@ def late_block_outputs(model, count=3):
     layers = model.layers
     candidates = [
         layer for layer in layers[len(layers) // 2:]
-        if type(layer).__name__ in _BLOCK_OUTPUTS and len(layer._inbound_nodes) == 1
+        if type(layer).__name__ in _BLOCK_OUTPUTS
         and len(layer.output.shape) == 4 and min(layer.output.shape[1:3]) >= 2]
     if not candidates:
         raise ValueError(f"{model.name}: no 4-D block output with a map of 2x2 or more")
