@@ -101,7 +101,7 @@ def late_block_outputs(model, count=3):
 
 
 def run_cell(name, with_dropblock, formats=("saved_model", "tflite", "onnx"), side=None,
-             timeout=1800, workdir=None):
+             timeout=1800, workdir=None, atol=None, rtol=None):
     """Runs ``tfdropblock verify`` on one model in a fresh process; returns the cell as a dict."""
     side = side or MODELS[name]
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -112,6 +112,8 @@ def run_cell(name, with_dropblock, formats=("saved_model", "tflite", "onnx"), si
         del model
         command = [sys.executable, "-m", "tfdropblock.cli", "verify", path,
                    "--formats", ",".join(formats), "--json", "-", "--quiet"]
+        command += ["--atol", str(atol)] if atol is not None else []
+        command += ["--rtol", str(rtol)] if rtol is not None else []
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -154,6 +156,10 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
     parser.add_argument("--formats", default="saved_model,tflite,onnx")
     parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
+    # float32 kernels of TFLite and ONNX Runtime sum in another order than TensorFlow's: over 50
+    # layers of a calibrated ResNet-50 that reaches 2e-5 absolute, 3e-4 relative on a softmax.
+    parser.add_argument("--atol", type=float, default=1e-4)
+    parser.add_argument("--rtol", type=float, default=1e-3)
     args = parser.parse_args(argv)
     formats = tuple(args.formats.split(","))
 
@@ -163,7 +169,7 @@ def main(argv=None):
     unexplained = 0
     for name in args.models:
         for with_dropblock in (False, True):
-            cell = run_cell(name, with_dropblock, formats)
+            cell = run_cell(name, with_dropblock, formats, atol=args.atol, rtol=args.rtol)
             summary = summarise(cell)
             # Exit 0 passes; exit 3 is acceptable only with a named reason in every failed format.
             explained = cell["exit"] == 0 or (

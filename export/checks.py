@@ -116,7 +116,7 @@ def _mismatch(o, r, close):
                      "where Keras has finite ones")
     idx = tuple(int(i) for i in np.argwhere(~close)[0])
     parts.append(f"{int((~close).sum())} of {close.size} values differ, first at {idx}: "
-                 f"{o[idx]!r} vs {r[idx]!r}")
+                 f"{float(o[idx]):.9g} vs {float(r[idx]):.9g}")
     return "; ".join(parts)
 
 

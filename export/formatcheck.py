@@ -1,27 +1,26 @@
 """Verification of one format: convert, then structure, validity, parity, determinism.
 
 :func:`run_format` is the unit of work: :func:`tfdropblock.export.verify` runs it in-process,
-the isolated runner in a child process per format.
+the isolated runner in a child process per format group. What is checked, in which order, is
+:meth:`tfdropblock.export.formats.Format.check`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import numpy as np
 
+from tfdropblock._util import describe_error
 from tfdropblock.export import checks
+from tfdropblock.export import formats as registry
 from tfdropblock.export.errors import ConversionError, InputError, OutputError, write_failure
-from tfdropblock.export.graphs import (is_random_op, onnx_graph, saved_model_graph, tflite_graph,
-                                       traced_graph)
 from tfdropblock.export.identity import dropblock_names
-from tfdropblock.export.loading import one_line
-from tfdropblock.export.onnx_export import ONNX_DATA, OrtRunner, blocked_by, onnx_io
-from tfdropblock.export.report import ERROR, FAILED, CheckResult, Finding, FormatResult
-from tfdropblock.export.savedmodel import ENDPOINT, SavedModelRunner
-from tfdropblock.export.signature import named_outputs
-from tfdropblock.export.tflite import TFLiteRunner
+from tfdropblock.export.report import ERROR, FAILED, CheckResult, FormatResult, Report
+from tfdropblock.export.signature import Signature, named_outputs
+
+NO_DROPBLOCK_NOTE = ("the model has no DropBlock layer: its structure is compared with itself; "
+                     "the random-op, Flex, name, parity and determinism checks still apply")
 
 
 class Context:
@@ -58,6 +57,32 @@ def keras_outputs(model, signature, named):
     return {k: np.asarray(v) for k, v in named_outputs(outputs).items()}
 
 
+def make_context(model, settings, source=None):
+    """The :class:`Context` of ``model`` under ``settings`` (a :class:`Settings`)."""
+    signature = Signature.from_model(model, settings.input_signature, settings.inputs)
+    atol, rtol, seed = settings.atol, settings.rtol, settings.seed
+    if settings.inputs is not None:
+        batches = signature.batches(settings.inputs, seed)
+        return Context(model, signature, batches, atol, rtol, source)
+
+    # Generated inputs must exercise the model, or parity compares nothing: the first
+    # distribution on which no output's comparison is degenerate is used.
+    def judge(batches):
+        expected = [keras_outputs(model, signature, b) for b in batches]
+        return len(checks.degenerate_outputs(batches, expected, atol, rtol)), expected
+
+    batches, distribution, expected = signature.generated_batches(seed, judge)
+    return Context(model, signature, batches, atol, rtol, source, expected=expected,
+                   generated=distribution)
+
+
+def build_report(model_info, results, settings, **extra):
+    """The :class:`Report` of per-format ``results``; ``extra`` goes into its settings."""
+    notes = [] if model_info.get("has_dropblock", True) else [NO_DROPBLOCK_NOTE]
+    return Report(model=model_info, formats=results, settings={**settings.report(), **extra},
+                  notes=notes)
+
+
 def run_format(ctx, session, fmt, progress=None):
     """Convert and check one format; never raises for a converter or runtime failure.
 
@@ -69,8 +94,7 @@ def run_format(ctx, session, fmt, progress=None):
     start = time.perf_counter()
     try:
         say(fmt, "converting")
-        {"saved_model": _saved_model, "tflite": _tflite, "onnx": _onnx}[fmt](
-            ctx, session, result, lambda message: say(fmt, message))
+        registry.get(fmt).check(ctx, session, result, lambda message: say(fmt, message))
         result.settle()
     except (KeyboardInterrupt, SystemExit, OutputError):
         raise
@@ -97,165 +121,4 @@ def _record_error(result, error):
     elif isinstance(error, InputError):
         result.error = str(error)
     else:
-        result.error = f"{type(error).__name__}: {one_line(error)}"
-
-
-def _structure(ctx, result, graph, reference_graph, session):
-    check, findings = checks.structure_check(graph, reference_graph, ctx.layer_names)
-    check.details["reference"] = session.reference_how
-    result.checks["structure"] = check
-    result.findings.extend(findings)
-
-
-def _parity_and_determinism(ctx, result, runners):
-    """``runners``: {label: callable(named inputs) -> named outputs}."""
-    runs, pairs = {}, {}
-    for label, run in runners.items():
-        runs[label] = [run(b) for b in ctx.batches]
-        pairs[label] = (runs[label][-1], run(ctx.batches[-1]))
-    check, findings, warnings = checks.parity_check(runs, ctx.expected, ctx.atol, ctx.rtol,
-                                                    ctx.batches)
-    result.checks["parity"] = check
-    result.findings.extend(findings)
-    result.warnings.extend(warnings)
-    check, findings = checks.determinism_check(pairs)
-    result.checks["determinism"] = check
-    result.findings.extend(findings)
-
-
-def _valid_io(ctx, result, actual, details):
-    """Validity: the artifact's inputs and outputs are the Keras model's. Returns whether its
-    inputs can be fed as the Keras model's (else parity cannot run)."""
-    findings = checks.io_check(ctx.io, actual, result.format)
-    result.checks["validity"] = CheckResult(not findings, {**details, "io": actual})
-    result.findings.extend(findings)
-    return {t["name"] for t in actual["inputs"]} == {t["name"] for t in ctx.io["inputs"]}
-
-
-def _invalid(result, what, error):
-    result.checks["validity"] = CheckResult(False, {"error": f"{type(error).__name__}: "
-                                                             f"{one_line(error)}"})
-    result.add(Finding("validity", what, result.format, f"{type(error).__name__}: "
-                                                        f"{one_line(error)}"))
-
-
-def _saved_model(ctx, session, result, say):
-    path = session.saved_model()
-    result.artifact = str(path)
-    result.checks["conversion"] = CheckResult(True)
-    say("checking structure")
-    _structure(ctx, result, saved_model_graph(path, ENDPOINT),
-               saved_model_graph(session.saved_model(reference=True), ENDPOINT), session)
-    try:
-        runner = SavedModelRunner(path)
-    except Exception as e:
-        _invalid(result, "the SavedModel does not reload", e)
-        return
-    if not _valid_io(ctx, result, runner.io(), {"reloaded": True}):
-        return
-    say("checking parity")
-    _parity_and_determinism(ctx, result, {"saved_model (reloaded)": runner})
-
-
-def _leak_refused(ctx, result, error, where):
-    """A converter failed: if the traced inference function holds random ops, that is the leak
-    being caught (a check failure), not a tool failure. Returns True when it classified it."""
-    try:
-        graph = traced_graph(ctx.model, ctx.signature)
-    except Exception:
-        return False
-    random = graph.random_ops()
-    if not random:
-        return False
-    result.checks["conversion"] = CheckResult(False, {"error": str(error)})
-    result.checks["structure"] = CheckResult(False, {"entry": graph.entry,
-                                                     "random_ops": random})
-    result.add(Finding("structure", f"random op(s) in the inference function: "
-                                    f"{', '.join(random)}", where,
-                       f"a layer draws noise at inference time, and the converter refused "
-                       f"it: {error}"))
-    result.findings.extend(
-        Finding(f.check, f.what, f"{graph.entry}: {f.where}", f.why)
-        for f in checks.content_findings(graph, ctx.layer_names) if f.what.startswith("name "))
-    return True
-
-
-def _tflite(ctx, session, result, say):
-    try:
-        content = session.tflite()
-    except ConversionError as e:
-        if _leak_refused(ctx, result, e, "TFLite converter (builtin ops only)"):
-            return
-        raise
-    result.artifact = str(session.path("tflite"))
-    result.checks["conversion"] = CheckResult(True, {"bytes": len(content)})
-    say("checking structure")
-    _structure(ctx, result, tflite_graph(content), tflite_graph(session.tflite(reference=True)),
-               session)
-    try:
-        runner = TFLiteRunner(content)
-        io = runner.io()
-        feedable = {t["name"] for t in io["inputs"]} == {t["name"] for t in ctx.io["inputs"]}
-        if feedable:
-            runner(ctx.batches[0])
-    except Exception as e:
-        _invalid(result, "the model does not load and run in the LiteRT interpreter "
-                         "(builtin ops, no default delegate)", e)
-        return
-    if not _valid_io(ctx, result, io, {"interpreter": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}):
-        return
-    say("checking parity")
-    _parity_and_determinism(ctx, result, {"litert": runner})
-
-
-def _onnx(ctx, session, result, say):
-    import onnx
-
-    try:
-        proto = session.onnx()
-    except ConversionError as e:
-        if _leak_refused(ctx, result, e, "tf2onnx"):
-            return
-        raise
-    graph = onnx_graph(proto)
-    left = graph.unsupported_ops
-    result.checks["conversion"] = CheckResult(not left, {"opset": session.opset,
-                                                         "unconverted_ops": left})
-    if not left:
-        result.artifact = str(session.path("onnx"))
-    # An op tf2onnx could not lower is the converter's limit, not a leak: it is the conversion
-    # check's, and the structure check still looks for what DropBlock could have left (random
-    # ops, extra ops, scoped names), so a real leak is still a failure. A random op left
-    # unconverted is both, and stays a structure finding.
-    blocked = [op for op in left if not is_random_op("onnx", op)]
-    if blocked:
-        reason = blocked_by(proto, blocked)
-        result.checks["conversion"].details["blocked_by"] = reason
-        graph = dataclasses.replace(graph, unsupported_ops=[op for op in left
-                                                            if op not in blocked])
-    say("checking structure")
-    _structure(ctx, result, graph, onnx_graph(session.onnx(reference=True)), session)
-    if blocked and not any(is_random_op("onnx", op) for op in left):
-        if result.checks["structure"].ok:
-            # Equal to a reference that has the same unconverted ops proves nothing about an
-            # invalid model: not checked, rather than passed.
-            result.checks["structure"].ok = None
-            result.checks["structure"].details["not_checked"] = reason
-        raise ConversionError(reason, format="onnx", unsupported_ops=blocked)
-    path = session.path("onnx")
-    external = (path.parent / ONNX_DATA).exists()
-    io = onnx_io(proto)
-    try:
-        # What was written is what is checked: by path, which is also the only way the checker
-        # and ORT read a model whose weights are in external data.
-        source = path if path.exists() else proto.SerializeToString()
-        onnx.checker.check_model(str(path) if path.exists() else proto, full_check=True)
-        runners = {"onnxruntime (ORT_DISABLE_ALL)": OrtRunner(source, "disable_all"),
-                   "onnxruntime (default optimisations)": OrtRunner(source, "default")}
-    except Exception as e:
-        _invalid(result, "onnx.checker (full_check) or ONNX Runtime rejects the model", e)
-        return
-    if not _valid_io(ctx, result, io, {"checker": "full_check", "external_data": external}):
-        return
-    say("checking parity")
-    _parity_and_determinism(ctx, result, runners)
+        result.error = describe_error(error)

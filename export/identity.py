@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextlib
 
+from tfdropblock._compat import flatten_layers
 from tfdropblock.schedule import dropblock_layers
 
 _MISSING = object()
@@ -64,7 +65,7 @@ def dropblock_names(model):
     seen = {id(model)}
 
     def visit(layer, path):
-        for child in layer._flatten_layers(include_self=False, recursive=False):
+        for child in flatten_layers(layer, include_self=False, recursive=False):
             if id(child) in seen:  # a layer shared by two parents is one instance
                 continue
             seen.add(id(child))

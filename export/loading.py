@@ -3,37 +3,43 @@ input" (CLI exit status 2) before any conversion starts."""
 
 from __future__ import annotations
 
+import importlib
 import json
-import math
 import os
 import stat
 import zipfile
 from pathlib import Path
 
+from tfdropblock._util import describe_error
 from tfdropblock.export.errors import InputError
-from tfdropblock.export.report import FORMATS
 
 MAX_CONFIG_BYTES = 64 * 2**20
 
 
 def check_formats(formats):
-    """Normalise ``formats`` (a name, comma-separated names, or an iterable) to a tuple."""
+    """Normalise ``formats`` (a name, comma-separated names, or an iterable) to a tuple of
+    registered format names."""
+    from tfdropblock.export.formats import names as registered
+
     if isinstance(formats, str):
         formats = [formats]
     try:
         names = [part.strip() for item in formats for part in str(item).split(",") if part.strip()]
     except TypeError:
         names = None
-    if not names or any(n not in FORMATS for n in names):
-        raise InputError(f"Invalid formats={formats!r}: expected one or more of {FORMATS}.")
+    if not names or any(n not in registered() for n in names):
+        raise InputError(f"Invalid formats={formats!r}: expected one or more of "
+                         f"{registered()}.")
     return tuple(dict.fromkeys(names))
 
 
-def check_tolerance(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value >= 0):
-        raise InputError(f"Invalid {name}={value!r}: expected a finite float >= 0.")
-    return float(value)
+def import_modules(names):
+    """Import each module of ``names`` (e.g. the one registering a model's custom layers)."""
+    for name in names or ():
+        try:
+            importlib.import_module(name)
+        except Exception as e:
+            raise InputError(f"Cannot import module {name!r}: {type(e).__name__}: {e}") from None
 
 
 def load_model(model, safe_mode=True):
@@ -53,8 +59,8 @@ def load_model(model, safe_mode=True):
     except Exception as e:
         hint = " (it needs safe_mode=False / --unsafe, if you trust the file)" if (
             "safe_mode" in str(e)) else ""
-        raise InputError(f"{path}: cannot load the model{hint}: {type(e).__name__}: "
-                         f"{one_line(e)}") from None
+        raise InputError(f"{path}: cannot load the model{hint}: "
+                         f"{describe_error(e)}") from None
 
 
 _NOT_REGULAR = ((stat.S_ISDIR, "is a directory"), (stat.S_ISFIFO, "is a named pipe (FIFO)"),
@@ -121,14 +127,9 @@ def check_model_file(path):
     except InputError:
         raise
     except Exception as e:
-        raise InputError(f"{path}: corrupted .keras archive ({type(e).__name__}: "
-                         f"{one_line(e)}).") from None
+        raise InputError(f"{path}: corrupted .keras archive ("
+                         f"{describe_error(e)}).") from None
     if bad is not None:
         raise InputError(f"{path}: corrupted .keras archive (bad CRC in {bad!r}).")
     return path
 
-
-def one_line(e):
-    """The first non-empty line of an exception message, capped: for one-line reports."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return lines[0][:400] if lines else ""

@@ -1,74 +1,68 @@
 """Conversion of one model (and of its identity reference) to every format, and ``export``.
 
-A :class:`Session` owns a work directory and converts lazily, caching each artifact: the TFLite
-conversion reuses the SavedModel, and the identity reference (see :mod:`.identity`) is exported
-the same way as the model itself, or not at all when its traced graph is the model's.
+A :class:`Session` owns a work directory and converts lazily, caching each artifact: a format
+converted from another's artifact (TFLite from the SavedModel) reuses it, the traced inference
+function is traced once and shared (the identity-reference test, the ONNX conversion and the
+leak classification all read it), and the identity reference (see :mod:`.identity`) is
+exported the same way as the model itself, or not at all when its traced graph is the model's.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from pathlib import Path
 
-from tfdropblock.export.atomic import (check_out_dir, commit_many, staging_dir,
-                                       write_bytes)
-from tfdropblock.export.errors import ConversionError, InputError, OutputError, write_failure
-from tfdropblock.export.graphs import onnx_graph, traced_graph
+from tfdropblock._util import describe_error
+from tfdropblock.export import formats as registry
+from tfdropblock.export.atomic import check_out_dir
+from tfdropblock.export.errors import ConversionError, OutputError, write_failure
+from tfdropblock.export.formats.onnx import DEFAULT_OPSET
+from tfdropblock.export.formats.saved_model import traced_graph
 from tfdropblock.export.identity import dropblock_names, dropblocks_as_identity
-from tfdropblock.export.loading import check_formats, load_model, one_line
-from tfdropblock.export.onnx_export import (DEFAULT_OPSET, ONNX_DATA, check_external_data,
-                                            check_opset, convert_onnx, save_onnx)
+from tfdropblock.export.loading import check_formats, load_model
 from tfdropblock.export.report import FORMATS
-from tfdropblock.export.savedmodel import export_saved_model
+from tfdropblock.export.settings import Settings
 from tfdropblock.export.signature import Signature
-from tfdropblock.export.tflite import convert_tflite
+from tfdropblock.export.staging import commit, destination, workspace
 
-ARTIFACTS = {"saved_model": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
-# Files that belong to an artifact when present: an ONNX model's external data.
-COMPANIONS = {"onnx": (ONNX_DATA,)}
-REFERENCE_MODES = ("auto", "export")
-
-# Test hook: "FORMAT:KIND[,FORMAT:KIND]" makes that format's converter raise, crash (SIGSEGV)
-# or hang, so that fault isolation can be tested against real processes.
-FAULT_ENV = "TFDROPBLOCK_EXPORT_FAULT"
-
-
-def _fault(fmt):
-    spec = os.environ.get(FAULT_ENV, "")
-    for item in spec.split(","):
-        target, _, kind = item.strip().partition(":")
-        if target != fmt:
-            continue
-        if kind == "raise":
-            raise RuntimeError(f"injected fault in the {fmt} converter ({FAULT_ENV})")
-        if kind == "crash":
-            os.kill(os.getpid(), signal.SIGSEGV)
-        if kind == "hang":
-            while True:
-                time.sleep(3600)
+# Where each built-in format's artifact is written, under out_dir.
+ARTIFACTS = {name: registry.get(name).artifact for name in FORMATS}
 
 
 class Session:
     """Converts one model (and its identity reference) to each format, once, under ``workdir``."""
 
-    def __init__(self, model, signature, workdir, opset=DEFAULT_OPSET, tflite_select_tf_ops=False,
-                 reference="auto", onnx_external_data=None):
-        if reference not in REFERENCE_MODES:
-            raise InputError(f"Invalid reference={reference!r}: expected one of "
-                             f"{REFERENCE_MODES}.")
+    def __init__(self, model, signature, workdir, settings=None):
         self.model = model
         self.signature = signature
         self.workdir = Path(workdir)
-        self.opset = check_opset(opset)
-        self.select_tf_ops = bool(tflite_select_tf_ops)
-        self.onnx_external_data = check_external_data(onnx_external_data)
-        self.reference_mode = reference
+        self.settings = settings if settings is not None else Settings()
         self.layer_names = dropblock_names(model)
         self._cache = {}
+        self._functions = {}
+        self._graphs = {}
         self._reference_is_main = None
         self.reference_how = None
+
+    @property
+    def has_dropblock(self):
+        return bool(self.layer_names)
+
+    def function(self, reference=False):
+        """The traced inference function (a ``tf.function`` of the flat inputs), one per side.
+        The reference's is traced with the DropBlocks as identities."""
+        if reference not in self._functions:
+            self._functions[reference] = self.signature.flat_function(self.model)
+        return self._functions[reference]
+
+    def traced_graph(self, reference=False):
+        """The ops of :meth:`function`, before any converter touches it."""
+        if reference not in self._graphs:
+            if reference:
+                with dropblocks_as_identity(self.model):
+                    self._graphs[reference] = traced_graph(self.function(True))
+            else:
+                self._graphs[reference] = traced_graph(self.function(False))
+        return self._graphs[reference]
 
     def reference_is_main(self):
         """Whether the identity reference's exports are, by construction, the model's own.
@@ -82,98 +76,39 @@ class Session:
         if self._reference_is_main is None:
             if not self.has_dropblock:
                 self._reference_is_main, self.reference_how = True, "model has no DropBlock"
-            elif self.reference_mode == "export":
+            elif self.settings.reference == "export":
                 self._reference_is_main, self.reference_how = False, "exported"
             else:
-                main = traced_graph(self.model, self.signature)
-                with dropblocks_as_identity(self.model):
-                    reference = traced_graph(self.model, self.signature)
-                same = main.ops == reference.ops
+                same = self.traced_graph(False).ops == self.traced_graph(True).ops
                 self._reference_is_main = same
                 self.reference_how = ("traced inference graphs identical: the model's export "
                                       "is the reference's" if same else
                                       "exported (traced inference graphs differ)")
         return self._reference_is_main
 
-    @property
-    def has_dropblock(self):
-        return bool(self.layer_names)
-
     def path(self, fmt, reference=False):
         directory = self.workdir / ("reference" if reference else "main")
         directory.mkdir(parents=True, exist_ok=True)
-        return directory / ARTIFACTS[fmt]
+        return directory / registry.get(fmt).artifact
 
-    def _get(self, key, build, reference):
+    def get(self, fmt, reference=False):
+        """Format ``fmt``'s artifact (as its :meth:`Format.convert` returns it), converted once;
+        ``reference``: the identity reference's (the model's own when they are the same)."""
         if reference and self.reference_is_main():
             reference = False
-        cache_key = (key, reference)
-        if cache_key not in self._cache:
+        key = (fmt, reference)
+        if key not in self._cache:
+            spec = registry.get(fmt)
             if reference:
                 with dropblocks_as_identity(self.model):
-                    self._cache[cache_key] = build(True)
+                    self._cache[key] = spec.convert(self, True)
             else:
-                self._cache[cache_key] = build(False)
-        return self._cache[cache_key]
-
-    def saved_model(self, reference=False):
-        def build(ref):
-            if not ref:
-                _fault("saved_model")
-            path = self.path("saved_model", ref)
-            try:
-                return export_saved_model(self.model, path, self.signature)
-            except Exception as e:
-                raise ConversionError(f"SavedModel export failed: {type(e).__name__}: "
-                                      f"{one_line(e)}", format="saved_model") from e
-        return self._get("saved_model", build, reference)
-
-    def tflite(self, reference=False):
-        def build(ref):
-            saved = self.saved_model(ref)
-            if not ref:
-                _fault("tflite")
-            try:
-                content = convert_tflite(saved, self.select_tf_ops)
-            except ConversionError:
-                raise
-            except Exception as e:
-                raise ConversionError(f"TFLite conversion failed: {type(e).__name__}: "
-                                      f"{one_line(e)}", format="tflite") from e
-            write_bytes(self.path("tflite", ref), content)
-            return content
-        return self._get("tflite", build, reference)
-
-    def onnx(self, reference=False):
-        """The raw ModelProto; written to disk only when it holds no unconverted op."""
-        def build(ref):
-            if not ref:
-                _fault("onnx")
-            proto = convert_onnx(self.model, self.signature, self.opset)
-            if not onnx_graph(proto).unsupported_ops:
-                save_onnx(proto, self.path("onnx", ref), self.onnx_external_data)
-            return proto
-        return self._get("onnx", build, reference)
+                self._cache[key] = spec.convert(self, False)
+        return self._cache[key]
 
     def artifact(self, fmt):
         """Convert ``fmt`` for export: ConversionError if it cannot make a valid artifact."""
-        if fmt == "saved_model":
-            self.saved_model()
-        elif fmt == "tflite":
-            self.tflite()
-        else:
-            from tfdropblock.export.onnx_export import blocked_by, onnx_io
-
-            proto = self.onnx()
-            left = onnx_graph(proto).unsupported_ops
-            if left:
-                raise ConversionError(blocked_by(proto, left), format="onnx",
-                                      unsupported_ops=left)
-            # A graph input the model lacks (a captured constant made an input) cannot be fed.
-            inputs = [t["name"] for t in onnx_io(proto)["inputs"]]
-            if sorted(inputs) != sorted(self.signature.names):
-                raise ConversionError(f"tf2onnx made graph inputs {inputs}, not the model's "
-                                      f"{self.signature.names}", format="onnx")
+        registry.get(fmt).exportable(self, self.get(fmt))
         return self.path(fmt)
 
 
@@ -210,16 +145,15 @@ def export(model, out_dir, formats=FORMATS, *, input_signature=None, opset=DEFAU
         InputError: bad arguments or an unloadable model.
     """
     formats = check_formats(formats)
-    check_opset(opset)
-    check_external_data(onnx_external_data)
+    settings = Settings(input_signature=input_signature, tflite_select_tf_ops=tflite_select_tf_ops,
+                        opset=opset, onnx_external_data=onnx_external_data)
     check_out_dir(out_dir)  # before loading and converting: an unusable out_dir fails at once
     model = load_model(model, safe_mode)
     signature = Signature.from_model(model, input_signature)
     say = progress or (lambda fmt, message: None)
     errors = []
-    with staging_dir(out_dir) as stage:
-        session = Session(model, signature, stage, opset, tflite_select_tf_ops,
-                          onnx_external_data=onnx_external_data)
+    with workspace(out_dir) as stage:
+        session = Session(model, signature, stage, settings)
         for fmt in formats:
             say(fmt, "converting")
             try:
@@ -232,29 +166,10 @@ def export(model, out_dir, formats=FORMATS, *, input_signature=None, opset=DEFAU
                         f"Cannot write to out_dir={str(Path(out_dir).absolute())!r}: writing "
                         f"the {fmt} artifact failed: {reason} (disk full, quota or file-size "
                         "limit?); nothing was written.") from None
-                text = str(e) if isinstance(e, ConversionError) else (
-                    f"{type(e).__name__}: {one_line(e)}")
+                text = str(e) if isinstance(e, ConversionError) else describe_error(e)
                 errors.append(f"{fmt}: {text}")
                 say(fmt, f"failed: {text}")
         if errors:
             raise ConversionError("export failed, nothing written: " + "; ".join(errors))
-        items, remove = commit_plan({fmt: stage / "main" for fmt in formats})
-        commit_many(out_dir, items, remove)
-    return {fmt: str(Path(out_dir).absolute() / ARTIFACTS[fmt]) for fmt in formats}
-
-
-def commit_plan(staged):
-    """``staged``: format -> directory holding its artifact. Returns ``(items, remove)`` for
-    :func:`~tfdropblock.export.atomic.commit_many`: each artifact's companion files go in
-    before the artifact that refers to them, and a companion the new artifact does not have is
-    removed after it (an older ``model.onnx.data`` must not outlive its ``model.onnx``)."""
-    items, remove = [], []
-    for fmt, directory in staged.items():
-        directory = Path(directory)
-        for companion in COMPANIONS.get(fmt, ()):
-            if (directory / companion).exists():
-                items.append((directory / companion, companion))
-            else:
-                remove.append(companion)
-        items.append((directory / ARTIFACTS[fmt], ARTIFACTS[fmt]))
-    return items, remove
+        commit(out_dir, {fmt: stage / "main" for fmt in formats})
+    return {fmt: destination(out_dir, fmt) for fmt in formats}

@@ -7,6 +7,8 @@ import json
 import platform
 from typing import Any
 
+from tfdropblock._util import EXIT_ERROR, EXIT_FAILED, EXIT_OK
+
 # 2: formats.<name>.warnings; parity status/degenerate/max_scaled_error; validity io;
 #    model.generated_inputs; structure ok null when a conversion blocked the format.
 SCHEMA_VERSION = 2
@@ -14,10 +16,7 @@ SCHEMA_VERSION = 2
 FORMATS = ("saved_model", "tflite", "onnx")
 CHECKS = ("conversion", "structure", "validity", "parity", "determinism")
 
-PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
-
-# Exit statuses shared by the CLI and ``Report.exit_code``.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
+PASSED, FAILED, ERROR = "passed", "failed", "error"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +55,8 @@ class CheckResult:
 class FormatResult:
     """Everything verified about one export format.
 
-    ``status`` is ``"passed"``, ``"failed"`` (a check found a problem), ``"error"`` (the converter
-    or a runtime failed, so the format could not be checked) or ``"skipped"``.
+    ``status`` is ``"passed"``, ``"failed"`` (a check found a problem) or ``"error"`` (the
+    converter or a runtime failed, so the format could not be checked).
     """
 
     format: str
@@ -80,7 +79,7 @@ class FormatResult:
 
     def settle(self):
         """Derive ``status`` from the checks (an error, once set, stays)."""
-        if self.status in (ERROR, SKIPPED):
+        if self.status == ERROR:
             return self
         failed = any(c.ok is False for c in self.checks.values()) or bool(self.findings)
         self.status = FAILED if failed else PASSED

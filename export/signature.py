@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 
+from tfdropblock._compat import inputs_struct
 from tfdropblock.export.errors import InputError
 
 _VALID_NAME = re.compile(r"[^A-Za-z0-9_.\-]")
@@ -52,7 +53,7 @@ class Signature:
             if isinstance(struct, (list, tuple)) and len(struct) == 1:
                 struct = struct[0]
             return cls(_normalise(tf.nest.map_structure(_as_spec, struct)))
-        struct = getattr(model, "_inputs_struct", None)
+        struct = inputs_struct(model)
         if struct is None:
             try:
                 flat = list(model.inputs or [])
@@ -80,13 +81,16 @@ class Signature:
         return (lambda d: model(d, training=False)), [self.struct]
 
     def flat_function(self, model):
-        """A tf.function of the flat inputs returning a dict of named outputs (for tf2onnx)."""
+        """A tf.function of the flat inputs (in ``names`` order) returning a dict of named
+        outputs: the inference function every format is converted from, traced once per
+        session. Its input signature is :meth:`endpoint`'s, flattened."""
         import tensorflow as tf
 
         def fn(*flat):
             return named_outputs(model(self.pack(list(flat)), training=False))
 
-        return tf.function(fn, input_signature=list(self.specs), autograph=False)
+        specs = tf.nest.flatten(self.endpoint(model)[1])
+        return tf.function(fn, input_signature=specs, autograph=False)
 
     def pack(self, flat):
         """Flat values (in ``names`` order) to the model's input structure."""

@@ -8,12 +8,12 @@ import numbers
 
 import keras
 
+from tfdropblock._compat import (flatten_layers, functional_class, inputs_struct,
+                                 keras_history_operation, nodes_by_depth, outputs_struct)
 from tfdropblock.models._common import DROPBLOCK_BY_RANK, is_int
 
-try:  # Keras 3 keeps the Functional class private; the graph attributes below are its own.
-    from keras.src.models.functional import Functional as _Functional
-except ImportError:  # pragma: no cover - a Keras without it is not supported anyway
-    _Functional = None
+# Keras 3 keeps the Functional class private; the graph attributes read here are its own.
+_Functional = functional_class()
 
 
 def add_dropblock(model, after, rate=0.1, block_size=7, *, suffix="_dropblock", **layer_kwargs):
@@ -63,8 +63,8 @@ def add_dropblock(model, after, rate=0.1, block_size=7, *, suffix="_dropblock", 
     functional = _as_functional(model)
     operations = functional.operations
     targets = _select(functional, operations, after)
-    nodes = [node for depth in sorted(functional._nodes_by_depth, reverse=True)
-             for node in functional._nodes_by_depth[depth]]
+    by_depth = nodes_by_depth(functional)
+    nodes = [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
     nodes_of = collections.defaultdict(list)
     for node in nodes:
         nodes_of[id(node.operation)].append(node)
@@ -94,7 +94,7 @@ def add_dropblock(model, after, rate=0.1, block_size=7, *, suffix="_dropblock", 
         return dropblock(tensor)
 
     target_ids = {id(layer) for layer in targets}
-    by_input_layer = {id(x): x._keras_history.operation for x in functional.inputs}
+    by_input_layer = {id(x): keras_history_operation(x) for x in functional.inputs}
     new_inputs = []
     tensors = {}
     for x in functional.inputs:
@@ -120,9 +120,9 @@ def add_dropblock(model, after, rate=0.1, block_size=7, *, suffix="_dropblock", 
     if missing:
         raise ValueError(f"Could not rebuild model {model.name!r}: outputs {missing} are not "
                          "reachable from its inputs.")
-    inputs = keras.tree.pack_sequence_as(functional._inputs_struct, new_inputs)
+    inputs = keras.tree.pack_sequence_as(inputs_struct(functional), new_inputs)
     outputs = keras.tree.pack_sequence_as(
-        functional._outputs_struct, [tensors[id(x)] for x in functional.outputs])
+        outputs_struct(functional), [tensors[id(x)] for x in functional.outputs])
     return keras.Model(inputs, outputs, name=model.name)
 
 
@@ -194,8 +194,7 @@ def _select(model, operations, after):
 def _nested_owner(model, name):
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            inner = {sub.name for sub in layer._flatten_layers(include_self=False,
-                                                                 recursive=True)}
+            inner = {sub.name for sub in flatten_layers(layer, include_self=False)}
             if name in inner:
                 return layer.name
     return None

@@ -4,8 +4,17 @@ import sys
 # Quiet TensorFlow's start-up logging; set before any test module imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(__file__))
+# Test-only converter faults (fault_injection.py): in this process, and through _site's
+# sitecustomize.py in every Python process a test starts.
+_SITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_site")
+sys.path.insert(0, _SITE)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_SITE, os.environ.get("PYTHONPATH")]))
 
 import pytest  # noqa: E402
+
+import fault_injection  # noqa: E402
+
+fault_injection.install()
 
 
 @pytest.fixture(scope="session")

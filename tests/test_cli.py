@@ -17,7 +17,7 @@ import keras
 import pytest
 
 from tfdropblock import cli
-from tfdropblock.export.pipeline import FAULT_ENV
+from fault_injection import FAULT_ENV
 
 LEAK_MODULE = textwrap.dedent('''
     import keras

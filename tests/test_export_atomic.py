@@ -5,7 +5,7 @@ import pytest
 
 from tfdropblock.export import ConversionError, export, verify
 from tfdropblock.export.atomic import commit, staging_dir
-from tfdropblock.export.pipeline import FAULT_ENV
+from fault_injection import FAULT_ENV
 
 
 @pytest.fixture()

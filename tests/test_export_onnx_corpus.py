@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 from tfdropblock import cli
 from tfdropblock.export import inspect
 from tfdropblock.export.checks import structure_check
-from tfdropblock.export.graphs import onnx_graph
+from tfdropblock.export.formats.onnx import onnx_graph
 
 OPSET = [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
 X = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])

@@ -14,7 +14,8 @@ import tensorflow as tf
 
 import tfdropblock
 from tfdropblock.export import ConversionError, InputError, assert_folds_away, export, verify
-from tfdropblock.export import checks, onnx_export
+from tfdropblock.export import checks
+from tfdropblock.export.formats import onnx as onnx_export
 from tfdropblock.export.signature import Signature
 from tfdropblock.models import add_dropblock
 

@@ -21,7 +21,7 @@ import pytest
 from tfdropblock import cli
 from tfdropblock.export import export
 from tfdropblock.export.atomic import STAGING_PREFIX
-from tfdropblock.export.pipeline import FAULT_ENV
+from fault_injection import FAULT_ENV
 
 
 def _command():
@@ -269,7 +269,7 @@ SPREAD = textwrap.dedent('''
     from pathlib import Path
 
     from tfdropblock import cli
-    from tfdropblock.export import atomic, verifier
+    from tfdropblock.export import atomic, staging as verifier
 
     model, root, plan = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
     shot = {}

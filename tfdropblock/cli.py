@@ -18,7 +18,8 @@ import os
 import signal
 import sys
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
+from tfdropblock._util import EXIT_ERROR, EXIT_FAILED, EXIT_OK, EXIT_USAGE  # noqa: F401
+from tfdropblock._util import one_line as _first_line
 PROG = "tfdropblock"
 
 
@@ -447,7 +448,7 @@ def _json_with_artifacts(args):
 
     from tfdropblock.export.atomic import stage_bytes
     from tfdropblock.export.errors import OutputError
-    from tfdropblock.export.verifier import committed_with
+    from tfdropblock.export.staging import committed_with
 
     if not args.json or args.json == "-" or getattr(args, "out", None) is None:
         return contextlib.nullcontext([])
@@ -561,11 +562,6 @@ def _show_masks(args):
               EXIT_ERROR)
     print(f"wrote {result if isinstance(result, (str, os.PathLike)) else args.out}")
     return EXIT_OK
-
-
-def _first_line(e):
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return lines[0][:400] if lines else type(e).__name__
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfdropblock._compat import in_xla_context
+
 # The argument checks live in gamma.py (no TensorFlow there); they are part of this module's API.
 from tfdropblock.gamma import (GAMMA_MODES, check_block_size, check_rate,  # noqa: F401
                                clamp_block, gamma_tensor, is_int)
@@ -76,15 +78,6 @@ def spatial_shape_of(shape, rank, data_format):
     return shape[1:-1] if data_format == "channels_last" else shape[2:]
 
 
-def drop_mask(x, rate, block_size, seed, data_format="channels_last",
-              share_channels=False, gamma_mode="paper"):
-    """Float32 keep-mask (1 kept, 0 dropped), not yet rescaled.
-
-    The arguments are those of :func:`mask_and_count`, which also returns the count of ones.
-    """
-    return mask_and_count(x, rate, block_size, seed, data_format, share_channels, gamma_mode)[0]
-
-
 def mask_and_count(x, rate, block_size, seed, data_format="channels_last",
                    share_channels=False, gamma_mode="paper"):
     """Float32 keep-mask (1 kept, 0 dropped), not yet rescaled, and its count of ones.
@@ -127,7 +120,7 @@ def mask_and_count(x, rate, block_size, seed, data_format="channels_last",
     #    b, so a seed at j covers [j, j + b - 1];
     # 3. keep = 1 where no block covers the unit, in float32 (apply_mask casts it once).
     # The two layouts draw the same distribution; they differ in what each runtime does fast.
-    noise = _dropped_bits if _compiling_with_xla() else _dropped_bytes
+    noise = _dropped_bits if in_xla_context() else _dropped_bytes
     lanes, dropped, n_dropped = noise(batch, grid, channels, channel_axis, block,
                                       gamma, seed)
     keep = tf.cast(tf.equal(dropped, 0), tf.float32)
@@ -273,15 +266,6 @@ def _shape(values):
     return tf.stack(values) if _has_tensor(values) else list(values)
 
 
-def _compiling_with_xla():
-    """True while tracing for XLA (``tf.function(jit_compile=True)``, Keras ``jit_compile``)."""
-    try:
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # the private module moved: the executor layout is correct under XLA too
-        return False
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
-
-
 
 
 def dropblock(x, rate, block_size, seed, *, training=True, data_format="channels_last",
@@ -337,7 +321,7 @@ def apply_mask(x, keep, count_ones=None):
         count_ones = tf.reduce_sum(keep)
     scale = total / tf.maximum(count_ones, 1.0)
     mask = tf.cast(keep * scale, x.dtype)
-    if _compiling_with_xla():
+    if in_xla_context():
         one = tf.cast(scale * 0.0 + 1.0, x.dtype)  # 1, but not a constant XLA can fold
         return _multiply_materialized(x, mask, one)
     return x * mask

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import keras
 
+from tfdropblock._compat import flatten_layers
 from tfdropblock.layers import _DropBlock
 from tfdropblock.ops import check_rate, is_int
 
 
 def dropblock_layers(model):
     """Every DropBlock layer of ``model``, nested models and layers included."""
-    return [layer for layer in model._flatten_layers(include_self=True, recursive=True)
+    return [layer for layer in flatten_layers(model, include_self=True, recursive=True)
             if isinstance(layer, _DropBlock)]
 
 
@@ -67,6 +68,3 @@ class DropBlockScheduler(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         self.update(self._step())
         self._batches += 1
-
-    def on_train_end(self, logs=None):
-        pass

@@ -1,0 +1,10 @@
+"""The artifact formats, one module each, and their registry (see :mod:`.base`).
+
+``saved_model`` (:mod:`.saved_model`), ``tflite`` (:mod:`.tflite`, converted from the
+SavedModel) and ``onnx`` (:mod:`.onnx`) register themselves on import, in that order.
+"""
+
+from tfdropblock.export.formats.base import Format, detect, get, groups, names, register
+from tfdropblock.export.formats import saved_model, tflite, onnx  # noqa: E402,F401  (register)
+
+__all__ = ["Format", "detect", "get", "groups", "names", "register"]

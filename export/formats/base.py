@@ -1,0 +1,272 @@
+"""What a format is, the registry of formats, and the verification every format goes through.
+
+A :class:`Format` says everything the kit needs to know about one artifact format: its file
+name and companion files, how a :class:`~tfdropblock.export.pipeline.Session` converts to it
+(and from which other format's artifact), how its graph is read from the raw artifact, which
+of its ops are random, how files of it are recognised, and which runtimes load and run it for
+the validity, parity and determinism checks. :meth:`Format.check` runs those checks in the
+same order for every format. The registry (:func:`register`, :func:`get`) is what the
+session, :func:`~tfdropblock.export.formatcheck.run_format`, ``inspect``'s graph reading and
+format detection, and the isolated runner's grouping read.
+
+A variant of a format (a quantized TFLite, say) is one subclass and one :func:`register`:
+
+    class Int8TFLite(TFLiteFormat):
+        name, artifact = "tflite_int8", "model_int8.tflite"
+        def convert(self, session, reference): ...   # from session.get("saved_model", ...)
+        def runtimes(self, ctx, session, artifact): ...
+
+    register(Int8TFLite())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tfdropblock._util import describe_error
+from tfdropblock.export import checks
+from tfdropblock.export.errors import ConversionError, InputError
+from tfdropblock.export.report import CheckResult, Finding
+
+_REGISTRY = {}
+
+
+def register(fmt):
+    """Add ``fmt`` (a :class:`Format` instance) to the registry, replacing one of its name."""
+    _REGISTRY[fmt.name] = fmt
+    return fmt
+
+
+def get(name):
+    """The registered format ``name``; InputError for an unknown one."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise InputError(f"Invalid format={name!r}: expected one of {names()}.") from None
+
+
+def names():
+    """The registered formats' names, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def detect(path):
+    """The format of the artifact at ``path`` (InputError if none recognises it)."""
+    from tfdropblock.export.loading import check_regular_file
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory.")
+    directory = path.is_dir()
+    head = b""
+    for fmt in _REGISTRY.values():  # by name first: reading a file may block (a FIFO)
+        if fmt.sniff(path, head):
+            return fmt.name
+    if not directory:
+        check_regular_file(path, "a SavedModel directory, a .tflite or an .onnx file")
+        try:
+            with open(path, "rb") as f:
+                head = f.read(8)
+        except OSError as e:
+            raise InputError(f"{path}: cannot read ({e.strerror}).") from None
+        for fmt in _REGISTRY.values():
+            if fmt.sniff(path, head):
+                return fmt.name
+    raise InputError(f"{path}: unknown artifact type: expected a SavedModel directory, a .tflite "
+                     "or an .onnx file.")
+
+
+def groups(formats):
+    """Formats grouped per child process: a format converted from another's artifact (TFLite
+    from the SavedModel) shares that format's process, and its conversion, when both are asked
+    for. Shared groups come first (they take longest), each in the order asked. Each format
+    still reports on its own, and if a child dies the rest of its group restarts in a fresh
+    one."""
+    formats = list(formats)
+
+    def root(name):
+        while get(name).converts_from in formats:
+            name = get(name).converts_from
+        return name
+
+    by_root = {}
+    for name in formats:
+        by_root.setdefault(root(name), []).append(name)
+    return sorted(by_root.values(), key=lambda group: len(group) == 1)
+
+
+def read_bytes(path_or_bytes, kind):
+    """The bytes of an in-memory artifact, or of the regular file at a path; InputError for a
+    directory, a non-regular file, a missing, unreadable or empty one."""
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        return bytes(path_or_bytes)
+    from tfdropblock.export.loading import check_regular_file
+
+    path = Path(path_or_bytes)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected {kind} file.")
+    check_regular_file(path, f"{kind} file")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file.") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror}).") from None
+    if not data:
+        raise InputError(f"{path}: empty file, expected {kind}.")
+    return data
+
+
+class Format:
+    """One artifact format. Subclasses set the class attributes and implement the methods that
+    raise NotImplementedError; the others have defaults that suit a plain format."""
+
+    name: str = ""
+    artifact: str = ""          # file (or directory) name the artifact is written as
+    companions: tuple = ()      # files that belong to the artifact when present (written first)
+    directory: bool = False     # the artifact is a directory
+    converts_from: str | None = None  # the format whose artifact this one is converted from
+    # Label of a converter that refuses a random op: a conversion failure is then a caught
+    # leak when the traced inference function holds random ops. None: never classified so.
+    refused_by: str | None = None
+    invalid_what: str = "the artifact does not load"  # the validity finding when runtimes fail
+
+    # -- what each format provides -------------------------------------------------------------
+
+    def convert(self, session, reference):
+        """Convert ``session.model`` (the identity reference when ``reference``; the session
+        has already swapped it in) and write the artifact to ``session.path(name,
+        reference)``. Returns the artifact as the other methods take it (a path, bytes, a
+        proto). Raises ConversionError for a converter failure."""
+        raise NotImplementedError
+
+    def read_graph(self, source, signature=None):
+        """The :class:`~tfdropblock.export.graphs.Graph` of a raw artifact: a path, or what
+        :meth:`convert` returned. InputError when it is not one of this format."""
+        raise NotImplementedError
+
+    def is_random_op(self, op):
+        """Whether ``op`` (an op type as :meth:`read_graph` counts it) draws random numbers."""
+        raise NotImplementedError
+
+    def sniff(self, path, head):
+        """Whether ``path`` is an artifact of this format: called with ``head`` empty (decide by
+        name, or directory), then with the file's first 8 bytes."""
+        return False
+
+    def runtimes(self, ctx, session, artifact):
+        """Load the artifact: ``(io, details, {label: runner})``. ``io`` is its inputs and
+        outputs (``{"inputs": [...], "outputs": [...]}`` of name, dtype, shape), ``details`` the
+        validity check's details, each runner a callable from named inputs to named outputs.
+        Any exception is the validity finding :attr:`invalid_what`."""
+        raise NotImplementedError
+
+    def artifact_graph(self, artifact):
+        """The graph the structure check compares: what the inference entry point reaches."""
+        return self.read_graph(artifact)
+
+    def conversion(self, artifact, graph, session):
+        """``(details, blocked)``: the conversion check's details, and the ops the converter
+        left that make the artifact invalid (a converter limit, not a leak). A format whose
+        graph has ``unsupported_ops`` fails the conversion check."""
+        return {}, []
+
+    def blocked_by(self, artifact, ops):
+        """Why the converter left ``ops`` unconverted, one sentence."""
+        return f"the {self.name} converter cannot convert {', '.join(ops)}"
+
+    def exportable(self, session, artifact):
+        """For ``export``: raise ConversionError unless the artifact can be shipped."""
+
+    # -- the verification, the same for every format -------------------------------------------
+
+    def check(self, ctx, session, result, say):
+        """Convert, then check structure, validity, parity and determinism into ``result``."""
+        try:
+            artifact = session.get(self.name)
+        except ConversionError as e:
+            if self.refused_by and leak_refused(ctx, session, result, e, self.refused_by):
+                return
+            raise
+        graph = self.artifact_graph(artifact)
+        left = list(graph.unsupported_ops)
+        details, blocked = self.conversion(artifact, graph, session)
+        result.checks["conversion"] = CheckResult(not left, details)
+        if not left:
+            result.artifact = str(session.path(self.name))
+        # An op a converter could not lower is its limit, not a leak: it is the conversion
+        # check's, and the structure check still looks for what DropBlock could have left
+        # (random ops, extra ops, scoped names), so a real leak is still a failure. A random op
+        # left unconverted is both, and stays a structure finding.
+        reason = None
+        if blocked:
+            reason = self.blocked_by(artifact, blocked)
+            details["blocked_by"] = reason
+            graph = dataclasses.replace(graph, unsupported_ops=[op for op in left
+                                                                if op not in blocked])
+        say("checking structure")
+        reference = self.artifact_graph(session.get(self.name, reference=True))
+        check, findings = checks.structure_check(graph, reference, ctx.layer_names)
+        check.details["reference"] = session.reference_how
+        result.checks["structure"] = check
+        result.findings.extend(findings)
+        if blocked and not any(self.is_random_op(op) for op in left):
+            if check.ok:
+                # Equal to a reference that has the same unconverted ops proves nothing about
+                # an invalid model: not checked, rather than passed.
+                check.ok = None
+                check.details["not_checked"] = reason
+            raise ConversionError(reason, format=self.name, unsupported_ops=blocked)
+        try:
+            io, details, runners = self.runtimes(ctx, session, artifact)
+        except Exception as e:
+            result.checks["validity"] = CheckResult(False, {"error": describe_error(e)})
+            result.add(Finding("validity", self.invalid_what, self.name, describe_error(e)))
+            return
+        findings = checks.io_check(ctx.io, io, self.name)
+        result.checks["validity"] = CheckResult(not findings, {**details, "io": io})
+        result.findings.extend(findings)
+        if {t["name"] for t in io["inputs"]} != {t["name"] for t in ctx.io["inputs"]}:
+            return  # its inputs cannot be fed as the Keras model's: parity cannot run
+        say("checking parity")
+        parity_and_determinism(ctx, result, runners)
+
+
+def parity_and_determinism(ctx, result, runners):
+    """``runners``: {label: callable(named inputs) -> named outputs}."""
+    runs, pairs = {}, {}
+    for label, run in runners.items():
+        runs[label] = [run(b) for b in ctx.batches]
+        pairs[label] = (runs[label][-1], run(ctx.batches[-1]))
+    check, findings, warnings = checks.parity_check(runs, ctx.expected, ctx.atol, ctx.rtol,
+                                                    ctx.batches)
+    result.checks["parity"] = check
+    result.findings.extend(findings)
+    result.warnings.extend(warnings)
+    check, findings = checks.determinism_check(pairs)
+    result.checks["determinism"] = check
+    result.findings.extend(findings)
+
+
+def leak_refused(ctx, session, result, error, where):
+    """A converter failed: if the traced inference function holds random ops, that is the leak
+    being caught (a check failure), not a tool failure. Returns True when it classified it."""
+    try:
+        graph = session.traced_graph()
+    except Exception:
+        return False
+    random = graph.random_ops()
+    if not random:
+        return False
+    result.checks["conversion"] = CheckResult(False, {"error": str(error)})
+    result.checks["structure"] = CheckResult(False, {"entry": graph.entry,
+                                                     "random_ops": random})
+    result.add(Finding("structure", f"random op(s) in the inference function: "
+                                    f"{', '.join(random)}", where,
+                       f"a layer draws noise at inference time, and the converter refused "
+                       f"it: {error}"))
+    result.findings.extend(
+        Finding(f.check, f.what, f"{graph.entry}: {f.where}", f.why)
+        for f in checks.content_findings(graph, ctx.layer_names) if f.what.startswith("name "))
+    return True

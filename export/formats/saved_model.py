@@ -1,0 +1,210 @@
+"""SavedModel: export through ``keras.export.ExportArchive``, its graph reader, its runner.
+
+``model.export()`` traces ``model.__call__`` without ``training``; in Keras 3.15 a layer that
+defaults ``training=True`` (Resizing, CenterCrop, Random*) then switches every later layer to
+training mode. The endpoint here passes ``training=False`` explicitly, which removes that leak.
+
+The graph reader walks from the signature's outputs backwards through the graph, into every
+function-valued attribute (PartitionedCall ``f``, If/Case branches, While cond/body, ...),
+recursively. ``saved_model_cli scan`` stops at (Stateful)PartitionedCall; this does not.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import numpy as np
+
+from tfdropblock._util import describe_error
+from tfdropblock.export.errors import ConversionError, InputError
+from tfdropblock.export.formats.base import Format, register
+from tfdropblock.export.graphs import TF_RANDOM, Graph
+
+ENDPOINT = "serve"
+
+
+def export_saved_model(model, path, signature, function=None):
+    """Write ``model(inputs, training=False)`` as a SavedModel at ``path`` (which must not exist).
+
+    ``function``: the traced inference function (:meth:`Signature.flat_function`) to serve, so
+    that it is not traced again; default: ``signature``'s endpoint, traced here.
+    """
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    if function is not None:
+        function.get_concrete_function()  # traced: ExportArchive takes it as it is
+        archive.add_endpoint(ENDPOINT, function)
+    else:
+        fn, input_signature = signature.endpoint(model)
+        archive.add_endpoint(ENDPOINT, fn, input_signature=input_signature)
+    archive.write_out(str(path), verbose=False)
+    return path
+
+
+def read_saved_model(path):
+    """Parse ``saved_model.pb``; raises InputError for anything that is not a usable SavedModel."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: not a SavedModel directory.")
+    pb = path / "saved_model.pb"
+    if not pb.is_file():
+        raise InputError(f"{path}: not a SavedModel directory (no saved_model.pb).")
+    proto = saved_model_pb2.SavedModel()
+    try:
+        proto.ParseFromString(pb.read_bytes())
+    except Exception as e:  # protobuf raises DecodeError, or RuntimeWarning-ish errors
+        raise InputError(f"{pb}: corrupted SavedModel ({describe_error(e, 300)}).") from None
+    if not proto.meta_graphs:
+        raise InputError(f"{pb}: corrupted or empty SavedModel (no meta graph).")
+    meta = proto.meta_graphs[0]
+    has_vars = any(node.WhichOneof("kind") == "variable"
+                   for node in meta.object_graph_def.nodes)
+    if has_vars and not (path / "variables" / "variables.index").is_file():
+        raise InputError(f"{path}: SavedModel is missing its variables "
+                         "(variables/variables.index not found).")
+    return meta
+
+
+def saved_model_graph(path, signature=None):
+    """Ops reachable from ``signature`` (default: every signature) of a SavedModel."""
+    meta = read_saved_model(path)
+    sigs = dict(meta.signature_def)
+    if signature is not None:
+        if signature not in sigs:
+            raise InputError(f"{path}: no signature {signature!r}; has {sorted(sigs)}.")
+        sigs = {signature: sigs[signature]}
+    if not sigs:
+        raise InputError(f"{path}: SavedModel has no serving signature.")
+    stack = [t.name for s in sigs.values() for t in s.outputs.values()]
+    ops, names = walk_graph_def(meta.graph_def, stack)
+    return Graph("saved_model", ops, names, entry=", ".join(sorted(sigs)))
+
+
+def walk_graph_def(graph_def, outputs=None):
+    """(op Counter, (where, name) list) of a GraphDef.
+
+    From ``outputs`` (tensor or node names) backwards through the graph, or every node when
+    None; then every function reachable through a function-valued attribute, or called as an op.
+    """
+    nodes = {n.name: n for n in graph_def.node}
+    functions = {f.signature.name: f for f in graph_def.library.function}
+    ops, names = collections.Counter(), []
+    seen_nodes, seen_funcs = set(), set()
+    pending_funcs = []
+
+    def visit_attrs(node):
+        if node.op in functions:
+            pending_funcs.append(node.op)
+        for attr in node.attr.values():
+            if attr.HasField("func"):
+                pending_funcs.append(attr.func.name)
+            if attr.HasField("list"):
+                pending_funcs.extend(f.name for f in attr.list.func)
+
+    stack = list(nodes) if outputs is None else list(outputs)
+    while stack:
+        name = stack.pop().lstrip("^").split(":")[0]
+        if name in seen_nodes or name not in nodes:
+            continue
+        seen_nodes.add(name)
+        node = nodes[name]
+        ops[node.op] += 1
+        names.append(("graph", node.name))
+        visit_attrs(node)
+        stack.extend(node.input)
+    while pending_funcs:
+        fname = pending_funcs.pop()
+        if fname in seen_funcs or fname not in functions:
+            continue
+        seen_funcs.add(fname)
+        for node in functions[fname].node_def:
+            ops[node.op] += 1
+            names.append((f"function {fname}", node.name))
+            visit_attrs(node)
+    return ops, names
+
+
+def traced_graph(function):
+    """Ops of a traced inference function itself (a ``tf.function`` with an input signature,
+    :meth:`Signature.flat_function`), before any converter touches it."""
+    concrete = function.get_concrete_function()
+    ops, names = walk_graph_def(concrete.graph.as_graph_def(add_shapes=False))
+    return Graph("saved_model", ops, names, entry="traced model(x, training=False)")
+
+
+
+class SavedModelRunner:
+    """Calls the reloaded ``serve`` signature with named inputs; returns named numpy outputs."""
+
+    def __init__(self, path, endpoint=ENDPOINT):
+        import tensorflow as tf
+
+        self.loaded = tf.saved_model.load(str(path))
+        if endpoint not in self.loaded.signatures:
+            raise ValueError(f"SavedModel has no signature {endpoint!r}; "
+                             f"has {sorted(self.loaded.signatures)}.")
+        self.fn = self.loaded.signatures[endpoint]
+
+    def __call__(self, named_inputs):
+        outputs = self.fn(**named_inputs)
+        return {k: np.asarray(v) for k, v in outputs.items()}
+
+    def io(self):
+        """The signature's inputs and outputs (name, dtype, shape with None for unknown dims)."""
+        import tensorflow as tf
+
+        args, kwargs = self.fn.structured_input_signature
+        inputs = {**{getattr(s, "name", None) or f"arg_{i}": s
+                     for i, s in enumerate(tf.nest.flatten(args))}, **kwargs}
+        return {"inputs": [_spec(name, s) for name, s in inputs.items()],
+                "outputs": [_spec(name, s) for name, s in self.fn.structured_outputs.items()]}
+
+
+def _spec(name, spec):
+    shape = None if spec.shape.rank is None else [
+        None if d is None else int(d) for d in spec.shape.as_list()]
+    return {"name": str(name), "dtype": spec.dtype.name, "shape": shape}
+
+
+class SavedModelFormat(Format):
+    name = "saved_model"
+    artifact = "saved_model"
+    directory = True
+    invalid_what = "the SavedModel does not reload"
+
+    def convert(self, session, reference):
+        path = session.path(self.name, reference)
+        try:
+            return export_saved_model(session.model, path, session.signature,
+                                      session.function(reference))
+        except Exception as e:
+            raise ConversionError(f"SavedModel export failed: {describe_error(e)}",
+                                  format=self.name) from e
+
+    def read_graph(self, source, signature=None):
+        return saved_model_graph(source, signature)
+
+    def artifact_graph(self, artifact):
+        return saved_model_graph(artifact, ENDPOINT)
+
+    def is_random_op(self, op):
+        return bool(TF_RANDOM.search(op))
+
+    def sniff(self, path, head):
+        if path.is_dir():
+            return True
+        if path.name == "saved_model.pb":
+            raise InputError(f"{path}: pass the SavedModel directory, not its saved_model.pb.")
+        return False
+
+    def runtimes(self, ctx, session, artifact):
+        runner = SavedModelRunner(artifact)
+        return runner.io(), {"reloaded": True}, {"saved_model (reloaded)": runner}
+
+
+SAVED_MODEL = register(SavedModelFormat())

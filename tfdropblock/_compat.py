@@ -1,0 +1,105 @@
+"""Every private TensorFlow, Keras and tf2onnx API the package uses, in one place.
+
+Each shim names what it reaches into and what it falls back to when that moved; each has a test
+in ``tests/test_compat.py`` that fails when the private API is gone or behaves differently, so
+an upgrade breaks a test instead of silently degrading (the XLA probe's fallback, for one, is
+the slow mask layout).
+"""
+
+from __future__ import annotations
+
+# -- TensorFlow -----------------------------------------------------------------------------
+
+
+def xla_probe():
+    """``tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext``, or None when the
+    private module moved (then :func:`in_xla_context` answers False)."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:
+        return None
+    return getattr(control_flow_util, "GraphOrParentsInXlaContext", None)
+
+
+_XLA_PROBE = None
+
+
+def in_xla_context():
+    """True while tracing for XLA (``tf.function(jit_compile=True)``, Keras ``jit_compile``).
+
+    Without the probe this is False, which picks a layout that is correct under XLA too, only
+    slower: ``test_compat`` fails in that case rather than letting it pass unnoticed.
+    """
+    global _XLA_PROBE
+    if _XLA_PROBE is None:
+        _XLA_PROBE = xla_probe() or (lambda graph: False)
+    import tensorflow as tf
+
+    return bool(_XLA_PROBE(tf.compat.v1.get_default_graph()))
+
+
+def tf_initialized():
+    """Whether TensorFlow's eager context has been initialised (an op ran, so thread pools
+    exist): ``context.context()._initialized``. None when TensorFlow is not imported; True (the
+    safe answer: no fork) when the private attribute cannot be read."""
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        return None
+    try:
+        from tensorflow.python.eager import context
+
+        return bool(context.context()._initialized)
+    except Exception:
+        return True
+
+
+# -- Keras ----------------------------------------------------------------------------------
+
+
+def flatten_layers(layer, include_self=True, recursive=True):
+    """``Layer._flatten_layers``: sub-layers of ``layer``, tracked attributes and nested models
+    included, each once."""
+    return list(layer._flatten_layers(include_self=include_self, recursive=recursive))
+
+
+def functional_class():
+    """Keras 3's private ``Functional`` class, or None."""
+    try:
+        from keras.src.models.functional import Functional
+    except ImportError:  # pragma: no cover - a Keras without it is not supported anyway
+        return None
+    return Functional
+
+
+def nodes_by_depth(functional):
+    """``Functional._nodes_by_depth``: {depth: [Node]}, depth 0 the outputs."""
+    return functional._nodes_by_depth
+
+
+def inputs_struct(model, default=None):
+    """``Functional._inputs_struct``: the nested structure the model's inputs were given in."""
+    return getattr(model, "_inputs_struct", default)
+
+
+def outputs_struct(model):
+    """``Functional._outputs_struct``: the nested structure of the model's outputs."""
+    return model._outputs_struct
+
+
+def keras_history_operation(tensor):
+    """``KerasTensor._keras_history.operation``: the layer that made a symbolic tensor."""
+    return tensor._keras_history.operation
+
+
+# -- tf2onnx --------------------------------------------------------------------------------
+
+
+def tf2onnx_convert_graph_def(graph_def, **kwargs):
+    """``tf2onnx.convert._convert_common``: a frozen GraphDef to ``(ModelProto, external
+    tensor storage)``, as every public tf2onnx entry point does after its own loading (which
+    is what the kit needs to do differently: see
+    :func:`tfdropblock.export.formats.onnx.from_function`)."""
+    from tf2onnx import convert
+
+    return convert._convert_common(graph_def, **kwargs)
