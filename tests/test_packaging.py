@@ -101,3 +101,18 @@ def test_python_dash_m_tfdropblock_is_the_command():
     usage = subprocess.run([sys.executable, "-m", "tfdropblock", "frobnicate"], env=env,
                            capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "usage: tfdropblock" in usage.stderr
+
+
+def test_every_package_folder_is_installed():
+    """A subpackage missing from pyproject's list works in an editable install and is absent
+    from a wheel: compare the list with the folders that hold an ``__init__.py``."""
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for package, folder in config["package-dir"].items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(REPO / folder).parts
+            found.add(".".join((package, *parts)))
+    assert found == listed, f"missing from pyproject: {sorted(found - listed)}"
