@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import uuid
+import io
 
 import numpy as np
 
 from tfdropblock import ops as _ops
+from tfdropblock.export.atomic import write_bytes
 from tfdropblock.gamma import expected_drop_fraction, gamma_for
 
 MAX_CHANNELS = 16
@@ -119,18 +120,9 @@ def render_masks(out_path, rate=0.1, block_size=7, size=(64, 64), share_channels
         axes.set_xticks([])
         axes.set_yticks([])
 
-    # Write beside the target then rename: the rename is atomic on one file system.
-    # (open "xb" rather than mkstemp: mkstemp makes the file 0600, ignoring the umask.)
-    temp_path = os.path.join(
-        directory, f".{os.path.basename(out_path)}.{uuid.uuid4().hex[:12]}.png.tmp")
-    try:
-        with open(temp_path, "xb") as stream:
-            figure.savefig(stream, format="png", dpi=100)
-        os.replace(temp_path, out_path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    write_bytes(out_path, buffer.getvalue())  # beside the target, then one rename
     return info
 
 
