@@ -113,7 +113,8 @@ class Session:
 
 
 def export(model, out_dir, formats=FORMATS, *, input_signature=None, opset=DEFAULT_OPSET,
-           tflite_select_tf_ops=False, onnx_external_data=None, safe_mode=True, progress=None):
+           tflite_select_tf_ops=False, onnx_external_data=None, safe_mode=True, quantize=None,
+           int8_io=False, progress=None):
     """Export ``model(x, training=False)`` to ``out_dir`` in each of ``formats``.
 
     Writes ``saved_model/`` (``keras.export.ExportArchive``, endpoint and signature ``serve``),
@@ -135,6 +136,10 @@ def export(model, out_dir, formats=FORMATS, *, input_signature=None, opset=DEFAU
         onnx_external_data: ``None`` writes the ONNX weights to ``model.onnx.data`` beside
             ``model.onnx`` only when the model exceeds the 2 GiB protobuf limit; ``True``
             always; ``False`` never (a model over the limit is then a ConversionError).
+        quantize, int8_io: quantized artifacts too (``model.int8.tflite``, ``model.int8.onnx``,
+            ...), as :func:`~tfdropblock.export.verify` takes them; int8 is calibrated on
+            generated batches here (``verify(..., inputs=..., out_dir=...)`` calibrates on
+            yours).
         progress: optional callable ``progress(format, message)``.
     Returns:
         dict format -> path written.
@@ -144,9 +149,14 @@ def export(model, out_dir, formats=FORMATS, *, input_signature=None, opset=DEFAU
             write (disk full, quota, file-size limit); an InputError (CLI exit status 2).
         InputError: bad arguments or an unloadable model.
     """
+    from tfdropblock.export.formats.quantized import check_quantize
+
     formats = check_formats(formats)
+    variants = check_quantize(quantize, formats)
+    formats = tuple(dict.fromkeys(formats + variants))
     settings = Settings(input_signature=input_signature, tflite_select_tf_ops=tflite_select_tf_ops,
-                        opset=opset, onnx_external_data=onnx_external_data)
+                        opset=opset, onnx_external_data=onnx_external_data, quantize=variants,
+                        int8_io=int8_io)
     check_out_dir(out_dir)  # before loading and converting: an unusable out_dir fails at once
     model = load_model(model, safe_mode)
     signature = Signature.from_model(model, input_signature)

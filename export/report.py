@@ -11,7 +11,10 @@ from tfdropblock._util import EXIT_ERROR, EXIT_FAILED, EXIT_OK
 
 # 2: formats.<name>.warnings; parity status/degenerate/max_scaled_error; validity io;
 #    model.generated_inputs; structure ok null when a conversion blocked the format.
-SCHEMA_VERSION = 2
+# 3: quantized variants as formats ("tflite:int8", ...) with checks twin, quality (and
+#    coverage for tflite:int8) instead of parity; formats.<name>.quantization (null for a
+#    float format); settings.quantize and settings.int8_io when quantizing.
+SCHEMA_VERSION = 3
 
 FORMATS = ("saved_model", "tflite", "onnx")
 CHECKS = ("conversion", "structure", "validity", "parity", "determinism")
@@ -69,6 +72,8 @@ class FormatResult:
     # Findings that do not fail the format: a check that ran but could prove nothing (a parity
     # comparison that cannot fail), said so rather than shown as "ok".
     warnings: list = dataclasses.field(default_factory=list)
+    # A quantized variant's {"format", "mode", "bytes", "calibration", "int8_io"}; else None.
+    quantization: dict | None = None
 
     @property
     def ok(self):
@@ -95,6 +100,7 @@ class FormatResult:
             "checks": {name: check.to_dict() for name, check in self.checks.items()},
             "findings": [f.to_dict() for f in self.findings],
             "warnings": [f.to_dict() for f in self.warnings],
+            "quantization": _jsonable(self.quantization),
         }
 
     @classmethod
@@ -105,7 +111,8 @@ class FormatResult:
             checks={k: CheckResult(v.get("ok"), {x: y for x, y in v.items() if x != "ok"})
                     for k, v in data.get("checks", {}).items()},
             findings=[Finding(**f) for f in data.get("findings", [])],
-            warnings=[Finding(**f) for f in data.get("warnings", [])])
+            warnings=[Finding(**f) for f in data.get("warnings", [])],
+            quantization=data.get("quantization"))
 
 
 @dataclasses.dataclass
@@ -180,16 +187,23 @@ def versions():
 
 def format_table(report):
     """A terminal table: one row per format, one column per check, then the findings."""
-    columns = ("format", *CHECKS[1:], "result")
+    shown_checks = list(CHECKS[1:])
+    if any(r.quantization for r in report.formats.values()):
+        shown_checks[-1:-1] = ["twin", "quality"]  # quantized rows: these instead of parity
+    columns = ("format", *shown_checks, "result")
     rows = []
     for name, r in report.formats.items():
         cells = [name]
-        for check in CHECKS[1:]:
+        for check in shown_checks:
             c = r.checks.get(check)
             if c is not None and c.details.get("status") == "vacuous":
                 cells.append("vacuous")  # ran, but could not have failed: see the warnings
             elif c is None or c.ok is None:
                 cells.append("-")
+            elif c.ok and check == "quality":
+                snr = (c.details.get("worst") or {}).get("snr_db")
+                cells.append("ok" if snr is None else f"ok {snr:.0f}dB" if isinstance(
+                    snr, (int, float)) and snr != float("inf") else "ok inf")
             elif c.ok:
                 worst = c.details.get("max_abs_error")
                 cells.append("ok" if worst is None else f"ok {worst:.1e}")

@@ -45,6 +45,8 @@ class Settings:
     tflite_select_tf_ops: bool = False
     reference: str = "auto"
     onnx_external_data: bool | None = None
+    quantize: tuple = ()        # the quantized variants asked for ("tflite:int8", ...)
+    int8_io: bool = False       # TFLite int8: integer inputs and outputs too
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -57,10 +59,15 @@ class Settings:
             raise InputError(f"Invalid seed={self.seed!r}: expected an int >= 0.")
         set_("seed", int(self.seed))
         set_("tflite_select_tf_ops", bool(self.tflite_select_tf_ops))
+        if not isinstance(self.int8_io, bool):
+            raise InputError(f"Invalid int8_io={self.int8_io!r}: expected True or False.")
+        set_("quantize", tuple(self.quantize or ()))
 
     def report(self):
         """The report's ``settings``: the tolerances and conversion options, and whose inputs."""
         return {"atol": self.atol, "rtol": self.rtol, "opset": self.opset, "seed": self.seed,
                 "tflite_select_tf_ops": self.tflite_select_tf_ops, "reference": self.reference,
                 "onnx_external_data": self.onnx_external_data,
-                "inputs": "user" if self.inputs is not None else "generated"}
+                "inputs": "user" if self.inputs is not None else "generated",
+                **({"quantize": list(self.quantize), "int8_io": self.int8_io}
+                   if self.quantize else {})}

@@ -7,6 +7,7 @@ import os
 from tfdropblock.export.errors import InputError, OutputError
 from tfdropblock.export.formatcheck import build_report, make_context, run_format
 from tfdropblock.export.formats.onnx import DEFAULT_OPSET
+from tfdropblock.export.formats.quantized import check_quantize
 from tfdropblock.export.loading import check_formats, import_modules, load_model
 from tfdropblock.export.pipeline import Session
 from tfdropblock.export.report import FORMATS
@@ -18,7 +19,8 @@ from tfdropblock.export.staging import output_error, workspace
 def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_signature=None,
            opset=DEFAULT_OPSET, out_dir=None, safe_mode=True, isolate=False, timeout=600,
            jobs=None, seed=0, tflite_select_tf_ops=False, onnx_external_data=None,
-           write="passed", imports=(), reference="auto", progress=None):
+           write="passed", imports=(), reference="auto", quantize=None, int8_io=False,
+           progress=None):
     """Export ``model`` and check, per format, that DropBlock folds away.
 
     For each format: **structure** (the op multiset reachable from the inference entry point of
@@ -51,6 +53,16 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
             of the same graph); ``"export"`` always converts it.
         imports: modules to import first (in the child processes too), e.g. the module that
             registers the model's custom layers.
+        quantize: None, or modes (``"float16"``, ``"dynamic"``, ``"int8"``; a tuple or a
+            comma-separated string) to also quantize each requested TFLite / ONNX export in:
+            each becomes a format of its own (``"tflite:int8"``, artifact
+            ``model.int8.tflite``) checked for structure and bit-identity against the identity
+            twin quantized the same way, validity, quality (SNR, cosine, top-1 against Keras,
+            :data:`~tfdropblock.export.metrics.THRESHOLDS`) and determinism. A mode goes to
+            every requested format that has it (TFLite: float16, dynamic, int8; ONNX: dynamic,
+            int8); one that none has is an InputError. int8 is calibrated on ``inputs`` when
+            given, else on generated batches (see :mod:`.formats.quantized`).
+        int8_io: TFLite int8 with integer inputs and outputs (default: float at the edges).
         progress: optional callable ``progress(format, message)``.
     Returns:
         :class:`Report`.
@@ -60,9 +72,12 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
             the filesystem refused a write (disk full, quota, file-size limit).
     """
     formats = check_formats(formats)
+    variants = check_quantize(quantize, formats)
+    formats = tuple(dict.fromkeys(formats + variants))
     settings = Settings(inputs=inputs, atol=atol, rtol=rtol, input_signature=input_signature,
                         opset=opset, seed=seed, tflite_select_tf_ops=tflite_select_tf_ops,
-                        reference=reference, onnx_external_data=onnx_external_data)
+                        reference=reference, onnx_external_data=onnx_external_data,
+                        quantize=variants, int8_io=int8_io)
     check_choice("write", write, WRITE_POLICIES)
     if isolate:
         from tfdropblock.export.isolation import verify_isolated

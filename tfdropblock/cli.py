@@ -1,6 +1,7 @@
 """``tfdropblock`` command line: verify, export and inspect models, render DropBlock masks.
 
-Exit statuses: 0 everything passed; 1 a structure, validity, parity or determinism check failed
+Exit statuses: 0 everything passed; 1 a structure, validity, parity, determinism (or, for a
+quantized format, twin or quality) check failed
 (or ``inspect`` found something); 2 bad usage, an input that cannot be read or loaded, or an
 output that cannot be written (``--out`` under a file, read-only, disk full or a file-size
 limit: nothing is written then); 3 a converter or runtime failed; 130 interrupted (SIGINT,
@@ -116,7 +117,14 @@ def build_parser():
                        help="write the ONNX weights to model.onnx.data beside model.onnx "
                             "(default: only for a model over the 2 GiB protobuf limit)")
         p.add_argument("--inputs", metavar="NPZ", help="example inputs (.npz, one array per "
-                                                       "model input name); default: generated")
+                                                       "model input name); default: generated. "
+                                                       "Also the int8 calibration data")
+        p.add_argument("--quantize", metavar="MODE[,MODE]",
+                       help="also quantize: float16, dynamic, int8 (TFLite), dynamic, int8 "
+                            "(ONNX); each requested format gets the modes it has, each "
+                            "checked as its own format (tflite:int8, ...)")
+        p.add_argument("--int8-io", action="store_true",
+                       help="TFLite int8 with integer inputs and outputs (default: float)")
         p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE "
                                                       "('-': stdout)")
         p.add_argument("--unsafe", action="store_true", help="load the model with "
@@ -319,17 +327,23 @@ def _load_inputs(path):
 
 def _run_verify(args, out_dir, write):
     from tfdropblock.export import ExportKitError, InputError, verify
+    from tfdropblock.export.formats.quantized import check_quantize
 
     try:
         inputs = _load_inputs(args.inputs) if args.inputs else None
         if args.jobs is not None and args.jobs < 1:
             raise InputError(f"Invalid --jobs={args.jobs}: expected an int >= 1.")
+        variants = check_quantize(args.quantize, args.formats, arg="--quantize")
+        if args.int8_io and "tflite:int8" not in variants:
+            raise InputError("--int8-io applies to TFLite int8 only: pass --quantize int8 with "
+                             "tflite in --formats.")
         with _json_with_artifacts(args) as committed:
             report = verify(args.model, formats=args.formats, inputs=inputs, atol=args.atol,
                             rtol=args.rtol, opset=args.opset, out_dir=out_dir,
                             onnx_external_data=args.onnx_external_data,
                             safe_mode=not args.unsafe, isolate=True, timeout=args.timeout,
                             jobs=args.jobs, write=write, imports=_importable(args.imports),
+                            quantize=args.quantize, int8_io=args.int8_io,
                             progress=_progress(args))
         args.json_committed = bool(committed)
         return report
@@ -533,11 +547,13 @@ def _artifacts_in(path):
     from pathlib import Path
 
     from tfdropblock.export import ARTIFACTS
+    from tfdropblock.export.formats.quantized import VARIANTS
 
     folder = Path(path)
     if not folder.is_dir() or (folder / "saved_model.pb").exists():
         return [path]
-    found = [str(folder / name) for name in ARTIFACTS.values() if (folder / name).exists()]
+    names = [*ARTIFACTS.values(), *(v.artifact for v in VARIANTS)]
+    found = [str(folder / name) for name in names if (folder / name).exists()]
     return found or [path]
 
 

@@ -6,5 +6,6 @@ SavedModel) and ``onnx`` (:mod:`.onnx`) register themselves on import, in that o
 
 from tfdropblock.export.formats.base import Format, detect, get, groups, names, register
 from tfdropblock.export.formats import saved_model, tflite, onnx  # noqa: E402,F401  (register)
+from tfdropblock.export.formats import quantized  # noqa: E402,F401  (tflite:int8, ...)
 
 __all__ = ["Format", "detect", "get", "groups", "names", "register"]
