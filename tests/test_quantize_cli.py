@@ -94,11 +94,12 @@ def test_verify_quantize_int8_passes_with_quantized_rows(models):
 
 def test_planted_leak_is_caught_in_every_quantized_format(models):
     proc = run_cli("verify", models / "leaky.keras", "--import", "quant_leaks", "--quantize",
-                   "int8", "--formats", "tflite,onnx", "--json", "-", "--quiet",
+                   "float16,dynamic,int8", "--formats", "tflite,onnx", "--json", "-", "--quiet",
                    env=leak_env(models))
     assert proc.returncode == 1, proc.stderr
     data = json.loads(proc.stdout)
-    for name in ("tflite:int8", "onnx:int8"):
+    for name in ("tflite:float16", "tflite:dynamic", "tflite:int8", "onnx:dynamic",
+                 "onnx:int8"):
         row = data["formats"][name]
         assert row["status"] == "failed", row
         assert any(f["check"] in ("structure", "twin") for f in row["findings"]), row
