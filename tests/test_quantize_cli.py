@@ -14,7 +14,7 @@ from tfdropblock import cli
 from tfdropblock.export.formats import quantized
 from tfdropblock.export.formats.quantized import check_quantize
 from tfdropblock.export import InputError
-from test_cli import assert_one_line_error, leak_env, run_cli
+from test_cli import leak_env, run_cli
 
 LEAK_MODULE = textwrap.dedent('''
     import keras

@@ -181,14 +181,21 @@ class Format:
 
     # -- the verification, the same for every format -------------------------------------------
 
-    def check(self, ctx, session, result, say):
-        """Convert, then check structure, validity, parity and determinism into ``result``."""
+    def converted(self, ctx, session, result):
+        """The artifact, or None when its converter refused a DropBlock leak (then recorded in
+        ``result`` as a structure failure); other conversion errors propagate."""
         try:
-            artifact = session.get(self.name)
+            return session.get(self.name)
         except ConversionError as e:
             if self.refused_by and leak_refused(ctx, session, result, e, self.refused_by):
-                return
+                return None
             raise
+
+    def check(self, ctx, session, result, say):
+        """Convert, then check structure, validity, parity and determinism into ``result``."""
+        artifact = self.converted(ctx, session, result)
+        if artifact is None:
+            return
         graph = self.artifact_graph(artifact)
         left = list(graph.unsupported_ops)
         details, blocked = self.conversion(artifact, graph, session)

@@ -20,7 +20,7 @@ supports is an InputError (``float16`` with only ``onnx``).
 from __future__ import annotations
 
 from tfdropblock.export.errors import ConversionError, InputError
-from tfdropblock.export.formats.base import Format, get, leak_refused, register
+from tfdropblock.export.formats.base import Format, get, register
 from tfdropblock.export.report import CheckResult
 
 # Kept equal to tfdropblock.export.quantize.MODES (a test checks it); not imported from there,
@@ -130,12 +130,9 @@ class QuantizedFormat(Format):
         from tfdropblock.export.quantize import verify_quantized
 
         session.generated_distribution = ctx.generated
-        try:
-            artifact = session.get(self.name)
-        except ConversionError as e:
-            if self.refused_by and leak_refused(ctx, session, result, e, self.refused_by):
-                return
-            raise
+        artifact = self.converted(ctx, session, result)
+        if artifact is None:
+            return
         size = len(artifact) if isinstance(artifact, bytes) else artifact.ByteSize()
         result.checks["conversion"] = CheckResult(True, {"bytes": size, "mode": self.mode})
         result.artifact = str(session.path(self.name))
