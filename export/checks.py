@@ -159,7 +159,7 @@ def _degenerate(ref, inputs, n, atol, rtol):
     if peak <= atol:
         return (f"every Keras value is within atol={atol:g} of 0 (max |keras| {peak:.3g}): an "
                 "artifact returning zeros would pass; compare with a smaller atol")
-    if (n is not None and n > 1 and r.ndim and len(r) == n and _rows_differ(inputs)
+    if (n is not None and n > 1 and r.ndim and len(r) == n and rows_differ(inputs)
             and np.isclose(r, r[:1], rtol=rtol, atol=atol).all()):
         spread = float(np.abs(r - r[:1]).max())
         return (f"the Keras output is the same for all {n} rows of the batch within the "
@@ -173,10 +173,12 @@ def _batch_size(inputs):
     return sizes.pop() if len(sizes) == 1 else None
 
 
-def _rows_differ(inputs):
+def rows_differ(inputs, rows=None):
+    """Whether some input's rows are not all the same (only inputs of ``rows`` rows count
+    when given): outputs identical across such rows mean the model ignores its input."""
     for value in inputs.values():
         a = np.asarray(value)
-        if a.ndim and len(a) > 1:
+        if a.ndim and len(a) > 1 and (rows is None or len(a) == rows):
             try:
                 if not np.array_equal(a, np.broadcast_to(a[:1], a.shape), equal_nan=True):
                     return True

@@ -71,6 +71,7 @@ import math
 
 import numpy as np
 
+from tfdropblock.export.checks import rows_differ
 from tfdropblock.export.errors import InputError
 from tfdropblock.export.report import CheckResult, Finding
 
@@ -191,21 +192,13 @@ def _degenerate(ref, inputs):
     if float(np.ptp(r)) == 0.0:
         return (f"the Keras output is the constant {float(r.flat[0]):.6g}: an artifact returning "
                 "that constant would score an infinite SNR")
-    if inputs is not None and r.ndim and len(r) > 1 and _rows_differ(inputs, len(r)):
+    if inputs is not None and r.ndim and len(r) > 1 and rows_differ(inputs, len(r)):
         spread = float(np.max(np.abs(r - r[:1])))
         if spread <= _SAME_ROWS * float(np.max(np.abs(r))):
             return (f"the Keras output is the same for all {len(r)} rows (largest difference "
                     f"from row 0: {spread:.3g}) although the inputs differ: an artifact that "
                     "ignores its input would pass")
     return None
-
-
-def _rows_differ(inputs, n):
-    for value in inputs.values():
-        a = np.asarray(value)
-        if a.ndim and len(a) == n and not np.array_equal(a, np.broadcast_to(a[:1], a.shape)):
-            return True
-    return False
 
 
 def concatenate(batches):

@@ -42,3 +42,16 @@ def tiny_image_model():
         return keras.Model(inputs, keras.layers.Dense(2)(x), name=name)
 
     return build
+
+
+def write_and_import(folder, name, source):
+    """Writes ``source`` as ``folder/name.py`` and imports it, as ``--import name`` run from
+    ``folder`` would; ``sys.path`` is left as it was."""
+    import importlib
+
+    (folder / f"{name}.py").write_text(source)
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(folder))

@@ -2,7 +2,6 @@
 untrusted inputs. Commands that convert run as real subprocesses (the CLI forks one child per
 format); argument and input errors that stop before any conversion run in-process."""
 
-import importlib
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ import keras
 import pytest
 
 from tfdropblock import cli
+from conftest import write_and_import
 from fault_injection import FAULT_ENV
 
 LEAK_MODULE = textwrap.dedent('''
@@ -55,12 +55,7 @@ def assert_one_line_error(proc, code):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_image_model):
     root = tmp_path_factory.mktemp("cli_models")
-    (root / "cli_leaks.py").write_text(LEAK_MODULE)
-    sys.path.insert(0, str(root))
-    try:
-        leaks = importlib.import_module("cli_leaks")
-    finally:
-        sys.path.remove(str(root))
+    leaks = write_and_import(root, "cli_leaks", LEAK_MODULE)
     tiny_image_model().save(root / "clean.keras")
     tiny_image_model(leaks.IgnoresTraining).save(root / "leaky.keras")
     inputs = keras.Input((16, 16, 3), name="image")

@@ -3,9 +3,7 @@ report (``tflite:int8``, ``onnx:int8``, ...), a DropBlock leak is caught in each
 modes are usage errors, and ``export`` writes the quantized artifacts. Real subprocesses, as
 a user runs the command."""
 
-import importlib
 import json
-import sys
 import textwrap
 
 import pytest
@@ -14,6 +12,7 @@ from tfdropblock import cli
 from tfdropblock.export.formats import quantized
 from tfdropblock.export.formats.quantized import check_quantize
 from tfdropblock.export import InputError
+from conftest import write_and_import
 from test_cli import leak_env, run_cli
 
 LEAK_MODULE = textwrap.dedent('''
@@ -49,12 +48,7 @@ def models(tmp_path_factory):
     import tfdropblock
 
     root = tmp_path_factory.mktemp("quant_cli_models")
-    (root / "quant_leaks.py").write_text(LEAK_MODULE)
-    sys.path.insert(0, str(root))
-    try:
-        leaks = importlib.import_module("quant_leaks")
-    finally:
-        sys.path.remove(str(root))
+    leaks = write_and_import(root, "quant_leaks", LEAK_MODULE)
     small_cnn(tfdropblock.DropBlock2D).save(root / "clean.keras")
     small_cnn(leaks.MasksAtInference).save(root / "leaky.keras")
     return root

@@ -546,13 +546,12 @@ def _artifacts_in(path):
     """
     from pathlib import Path
 
-    from tfdropblock.export import ARTIFACTS
-    from tfdropblock.export.formats.quantized import VARIANTS
+    from tfdropblock.export import formats
 
     folder = Path(path)
     if not folder.is_dir() or (folder / "saved_model.pb").exists():
         return [path]
-    names = [*ARTIFACTS.values(), *(v.artifact for v in VARIANTS)]
+    names = [formats.get(name).artifact for name in formats.names()]
     found = [str(folder / name) for name in names if (folder / name).exists()]
     return found or [path]
 

@@ -9,14 +9,8 @@ same order for every format. The registry (:func:`register`, :func:`get`) is wha
 session, :func:`~tfdropblock.export.formatcheck.run_format`, ``inspect``'s graph reading and
 format detection, and the isolated runner's grouping read.
 
-A variant of a format (a quantized TFLite, say) is one subclass and one :func:`register`:
-
-    class Int8TFLite(TFLiteFormat):
-        name, artifact = "tflite_int8", "model_int8.tflite"
-        def convert(self, session, reference): ...   # from session.get("saved_model", ...)
-        def runtimes(self, ctx, session, artifact): ...
-
-    register(Int8TFLite())
+A variant of a format is one subclass and one :func:`register`: the quantized formats
+(``tflite:int8``, ``onnx:int8``, ... in :mod:`.quantized`) are built that way.
 """
 
 from __future__ import annotations
