@@ -36,7 +36,13 @@ class _DropBlock(keras.layers.Layer):
         ops.spatial_shape_of(input_shape, self.spatial_rank, self.data_format)
         self.built = True
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=False):
+        # The default is False, not None, as in Keras's Dropout: a functional model records it in
+        # the layer's node, so a plain model(x) passes training=False to the layer even when an
+        # earlier layer whose call defaults to training=True (Resizing, CenterCrop, Random*) has
+        # set training=True in Keras's call context. fit, evaluate and model(x, training=...)
+        # still pass their own value, and a layer called without a node (inside a subclassed
+        # model's call) inherits the caller's training value as before.
         # Checked on every call, inference included: an integer input would otherwise pass
         # through until the first training step. A Python check adds no op.
         ops.check_float_input(inputs, type(self).__name__)
