@@ -162,27 +162,63 @@ def gamma_for(rate, spatial_shape, block_size, mode: str = "paper") -> float:
 def gamma_tensor(rate, spatial_shape, block, mode: str):
     """Gamma as a float32 tensor from a (possibly variable) rate tensor.
 
-    The exact mode runs a few Newton steps on the coverage equation, starting from the paper's
-    gamma: the equation is concave and increasing in gamma and the paper's gamma never exceeds
-    the root, so the iterates climb to the root without overshooting. Everything but ``rate`` is
-    a compile-time constant, which keeps the XLA graph static.
+    ``spatial_shape`` and the clamped ``block`` are ints, or scalar tensors for a map whose size
+    is known only at run time. The exact mode runs a few Newton steps on the coverage equation,
+    starting from the paper's gamma: the equation is concave and increasing in gamma and the
+    paper's gamma never exceeds the root, so the iterates climb to the root without
+    overshooting. With static sizes everything but ``rate`` is a compile-time constant, which
+    keeps the XLA graph static.
     """
     import tensorflow as tf
 
+    static = all(is_int(v) for v in (*spatial_shape, *block))
     # A rate tensor cannot be validated without ops; clipping keeps it meaningful instead.
     rate = tf.clip_by_value(tf.cast(rate, tf.float32), 0.0, 1.0)
-    gamma = tf.minimum(rate * paper_gamma_factor(spatial_shape, block), 1.0)
+    if static:
+        factor = paper_gamma_factor(spatial_shape, block)
+    else:
+        sizes = [tf.cast(s, tf.float32) for s in spatial_shape]
+        blocks = [tf.cast(b, tf.float32) for b in block]
+        factor = (_product(sizes) / _product(blocks)
+                  / _product([s - b + 1.0 for s, b in zip(sizes, blocks)]))
+    gamma = tf.minimum(rate * factor, 1.0)
     if mode == "paper":
         return gamma
-    k, weight = coverage_histogram(tuple(spatial_shape), tuple(block))
-    k = tf.constant(k, tf.float32)
-    weight = tf.constant(weight, tf.float32)
+    if static:
+        k, weight = coverage_histogram(tuple(spatial_shape), tuple(block))
+        k, weight = tf.constant(k, tf.float32), tf.constant(weight, tf.float32)
+    else:
+        k, weight = _coverage_tensor(spatial_shape, block)
     for _ in range(_NEWTON_STEPS):
         keep = 1.0 - gamma
         excess = tf.reduce_sum(weight * (1.0 - keep**k)) - rate
         slope = tf.reduce_sum(weight * k * keep ** (k - 1.0))
         gamma = tf.clip_by_value(gamma - excess / tf.maximum(slope, 1e-12), 0.0, 1.0)
     return gamma
+
+
+def _coverage_tensor(spatial_shape, block):
+    """``k(u)`` of every unit of a map sized at run time, flattened, and the weight of a unit.
+
+    The graph-side :func:`axis_coverage` and its outer product: one value per unit rather than
+    a histogram, which needs no sort and costs little next to the mask (a map, not a batch).
+    """
+    import tensorflow as tf
+
+    k = tf.ones([], tf.float32)
+    for size, b in zip(spatial_shape, block):
+        u = tf.range(size)
+        count = tf.minimum(u, size - b) - tf.maximum(0, u - b + 1) + 1
+        k = k[..., None] * tf.cast(count, tf.float32)
+    k = tf.reshape(k, [-1])
+    return k, 1.0 / tf.cast(tf.size(k), tf.float32)
+
+
+def _product(values):
+    out = values[0]
+    for v in values[1:]:
+        out = out * v
+    return out
 
 
 _NEWTON_STEPS = 8

@@ -83,7 +83,8 @@ def mask_and_count(x, rate, block_size, seed, data_format="channels_last",
     """Float32 keep-mask (1 kept, 0 dropped), not yet rescaled, and its count of ones.
 
     Args:
-        x: the input: static spatial dims; batch and channels may be dynamic.
+        x: the input; any dim but the channels' may be unknown until run time (then gamma, the
+            clamped block and the valid seed grid come from the runtime shape).
         rate: drop rate, a float or a scalar tensor (e.g. a variable ramped by a schedule).
         block_size: tuple of per-axis block sizes, one per spatial axis.
         seed: int64 tensor of shape (2,) for the stateless generator.
@@ -93,35 +94,29 @@ def mask_and_count(x, rate, block_size, seed, data_format="channels_last",
         counting on the float mask is as cheap as anything (``apply_mask`` then sums it).
     """
     rank = len(block_size)
-    shape = x.shape.as_list()
-    spatial = spatial_shape_of(shape, rank, data_format)
-    if any(s is None for s in spatial):
-        raise ValueError(
-            f"DropBlock needs static spatial dimensions to size its blocks, received {spatial}; "
-            "give the model an input shape with fixed spatial sizes."
-        )
-    block = clamp_block(spatial, block_size)
-    gamma = gamma_tensor(rate, spatial, block, gamma_mode)
-
-    dynamic = tf.shape(x)
-    batch = shape[0] if shape[0] is not None else dynamic[0]
+    spatial_shape_of(x.shape.as_list(), rank, data_format)  # checks the rank
+    dims = _dims(x)
     channel_axis = 1 if data_format == "channels_first" else rank + 1
-    channels = 1 if share_channels else shape[channel_axis]
-    if channels is None:
-        channels = dynamic[channel_axis]
-    grid = [s - b + 1 for s, b in zip(spatial, block)]
+    spatial = dims[1:-1] if channel_axis != 1 else dims[2:]
+    # The block used is clamped to the map, so a map smaller than the block is dropped whole or
+    # kept whole on that axis; the clamp and gamma are Python numbers for static dims.
+    used = [min(b, s) if isinstance(s, int) else tf.minimum(b, s)
+            for b, s in zip(block_size, spatial)]
+    gamma = gamma_tensor(rate, spatial, used, gamma_mode)
+    channels = 1 if share_channels else dims[channel_axis]
+    grid = [s - b + 1 for s, b in zip(spatial, used)]
 
     # Algorithm 1 with the random numbers, the bulk of the cost, kept to what gamma needs:
     # 1. seeds ~ Bernoulli(gamma) on the valid grid only, (S - b + 1) per axis, so a block grown
     #    from any seed lies inside the map; each seed compares 16 random bits (half a philox
     #    word) with a 16-bit threshold (see _seed_threshold for why that is faithful); the
     #    threshold's dither comes from one extra word of the same draw;
-    # 2. grow: pad b - 1 zeros on both sides of each axis and take the max (OR) over windows of
-    #    b, so a seed at j covers [j, j + b - 1];
+    # 2. grow (_grow): pad b - 1 zeros on both sides of each axis and take the max (OR) over
+    #    windows of b, so a seed at j covers [j, j + b - 1];
     # 3. keep = 1 where no block covers the unit, in float32 (apply_mask casts it once).
     # The two layouts draw the same distribution; they differ in what each runtime does fast.
     noise = _dropped_bits if in_xla_context() else _dropped_bytes
-    lanes, dropped, n_dropped = noise(batch, grid, channels, channel_axis, block,
+    lanes, dropped, n_dropped = noise(dims[0], grid, channels, channel_axis, block_size, spatial,
                                       gamma, seed)
     keep = tf.cast(tf.equal(dropped, 0), tf.float32)
     if lanes is not channels and not (isinstance(lanes, int) and lanes == channels):
@@ -130,6 +125,20 @@ def mask_and_count(x, rate, block_size, seed, data_format="channels_last",
     if n_dropped is not None:
         count_ones = tf.cast(tf.size(keep), tf.float32) - tf.cast(n_dropped, tf.float32)
     return keep, count_ones
+
+
+def _grow(seeds, axes, block, spatial, pool_axis):
+    """Every seed at ``j`` grown to ``[j, j + b - 1]`` on each axis, cut to the map's size.
+
+    The window is the configured block, a compile-time constant even when the map's size is
+    not: where the block was clamped to a smaller map the grid has one position per axis, and
+    the grown block, ``b`` long, is cut to the map, which it then covers whole.
+    """
+    for axis, b, size in zip(axes, block, spatial):
+        seeds = pool_axis(_pad_axis(seeds, axis, b), axis, b)
+        if not (isinstance(size, int) and seeds.shape[axis] == size):
+            seeds = _take(seeds, axis, size)
+    return seeds
 
 
 def _seed_threshold(gamma, word):
@@ -149,7 +158,7 @@ def _seed_threshold(gamma, word):
     return tf.cast(tf.clip_by_value(scaled, 0.0, 65535.0), tf.uint32)
 
 
-def _dropped_bytes(batch, grid, channels, channel_axis, block, gamma, seed):
+def _dropped_bytes(batch, grid, channels, channel_axis, block, spatial, gamma, seed):
     """TF executor: one uint8 per unit, grown with one max pool per axis.
 
     Few large ops suit the executor: two seeds per random word are a free bitcast and one
@@ -166,12 +175,11 @@ def _dropped_bytes(batch, grid, channels, channel_axis, block, gamma, seed):
     if not (isinstance(size, int) and size % 2 == 0):
         halves = halves[:size]  # an odd count leaves one half unused
     dropped = tf.cast(tf.reshape(halves, _shape(shape)) < tf.cast(threshold, tf.uint16), tf.uint8)
-    for axis, b in zip(_spatial_axes(len(grid), channel_axis), block):
-        dropped = _max_pool_axis(_pad_axis(dropped, axis, b), axis, b)
-    return channels, dropped, None
+    axes = _spatial_axes(len(grid), channel_axis)
+    return channels, _grow(dropped, axes, block, spatial, _max_pool_axis), None
 
 
-def _dropped_bits(batch, grid, channels, channel_axis, block, gamma, seed):
+def _dropped_bits(batch, grid, channels, channel_axis, block, spatial, gamma, seed):
     """XLA: seeds bit-packed 8 to an int32, one philox block (four words) per int32.
 
     XLA fuses the generator into its consumers and re-runs it for every element they read, so
@@ -193,8 +201,8 @@ def _dropped_bits(batch, grid, channels, channel_axis, block, gamma, seed):
             seed_bit = tf.cast(bits16 < threshold, tf.uint32)
             packed = tf.bitwise.bitwise_or(packed, tf.bitwise.left_shift(seed_bit, 2 * j + half))
     dropped = tf.reshape(tf.cast(packed, tf.int32), _shape(shape))
-    for axis, b in zip(_spatial_axes(len(grid), channel_axis), block):
-        dropped = _or_pool_axis(_pad_axis(dropped, axis, b), axis, b)
+    axes = _spatial_axes(len(grid), channel_axis)
+    dropped = _grow(dropped, axes, block, spatial, _or_pool_axis)
     # Count the dropped units on the packed words (padding lanes masked out): 8 per popcount.
     group_shape = [-1] + [1] * (len(grid) + 1 - channel_axis)
     valid = tf.clip_by_value(channels - 8 * tf.range(lanes // 8), 0, 8)
@@ -204,7 +212,7 @@ def _dropped_bits(batch, grid, channels, channel_axis, block, gamma, seed):
     lane_shifts = tf.reshape(tf.range(8), [8] + group_shape[1:])
     unpacked = tf.bitwise.bitwise_and(
         tf.bitwise.right_shift(tf.expand_dims(dropped, channel_axis + 1), lane_shifts), 1)
-    full = [batch, *(g + b - 1 for g, b in zip(grid, block))]
+    full = [batch, *spatial]
     full.insert(channel_axis, lanes)
     return lanes, tf.reshape(unpacked, _shape(full)), n_dropped
 
@@ -230,7 +238,7 @@ def _max_pool_axis(x, axis, b):
 
 def _or_pool_axis(x, axis, b):
     """Bitwise OR over windows of ``b`` along one axis, as OR-ed shifted slices."""
-    n = x.shape[axis] - b + 1
+    n = _dims(x)[axis] - b + 1
     out = None
     for offset in range(b):
         index = [slice(None)] * x.shape.rank
@@ -273,7 +281,8 @@ def dropblock(x, rate, block_size, seed, *, training=True, data_format="channels
     """Apply DropBlock to ``x`` (functional form of the layers).
 
     Args:
-        x: float tensor of rank 3, 4 or 5 (1, 2 or 3 spatial axes), static spatial dims.
+        x: float tensor of rank 3, 4 or 5 (1, 2 or 3 spatial axes); spatial dims may be
+            unknown until run time.
         rate: probability of dropping a unit, in [0, 1); a float, or a scalar tensor (clipped
             to [0, 1], since a tensor's value cannot be checked without adding ops).
         block_size: int, or tuple of per-axis sizes; clamped to the map.
