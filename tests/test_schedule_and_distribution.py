@@ -152,3 +152,80 @@ def test_mirrored_strategy_each_replica_draws_its_own_masks():
     result = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True,
                             timeout=300)
     assert "MIRRORED_OK" in result.stdout, result.stderr[-3000:]
+
+
+# --- schedules of the step ----------------------------------------------------------------------
+
+# 0 up to step 2, 0.5 up to step 4, then 1 (boundaries belong to the interval below them).
+STEPS = keras.optimizers.schedules.PiecewiseConstantDecay([2, 4], [0.0, 0.5, 1.0])
+
+
+def two_group_model():
+    """Two DropBlocks at the paper's group-3 : group-4 ratio of rates (1 : 4)."""
+    return build(DropBlock2D(0.025, 3, seed=1), DropBlock2D(0.1, 3, seed=2))
+
+
+def fit_steps(model, scheduler, steps, log):
+    x, y = np.random.rand(2 * steps, 12, 12, 3).astype("f4"), np.zeros((2 * steps, 1), "f4")
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[scheduler, log])
+
+
+def test_learning_rate_schedule_keeps_per_group_ratios():
+    model = two_group_model()
+    model.compile("sgd", "mse")
+    log = RateLog()
+    fit_steps(model, DropBlockScheduler(schedule=STEPS), 6, log)
+    fractions = [0.0, 0.0, 0.0, 0.5, 0.5, 1.0]
+    np.testing.assert_allclose(log.rates, [[0.025 * f, 0.1 * f] for f in fractions], atol=1e-7)
+
+
+@keras.saving.register_keras_serializable(package="tests")
+def half_then_full(step):
+    return 0.5 if step < 3 else 1.0
+
+
+def test_resumed_run_continues_the_schedule(tmp_path):
+    model = two_group_model()
+    model.compile("sgd", "mse")
+    fit_steps(model, DropBlockScheduler(schedule=STEPS), 3, RateLog())
+    model.save(tmp_path / "m.keras")
+    resumed = keras.saving.load_model(tmp_path / "m.keras")
+    log = RateLog()
+    fit_steps(resumed, DropBlockScheduler(schedule=STEPS), 3, log)
+    # Steps 3, 4, 5 (the optimizer's iterations came back with the file), not 0, 1, 2.
+    np.testing.assert_allclose(log.rates, [[0.0125, 0.05], [0.0125, 0.05], [0.025, 0.1]],
+                               atol=1e-7)
+
+
+@pytest.mark.parametrize("scheduler", [
+    DropBlockScheduler(schedule=STEPS),
+    DropBlockScheduler(schedule=keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=10, warmup_target=1.0, warmup_steps=5)),
+    DropBlockScheduler(schedule=half_then_full),
+    DropBlockScheduler(ramp_steps=7, start_rate=0.02),
+], ids=["piecewise", "cosine_warmup", "registered_function", "ramp"])
+def test_scheduler_round_trips_through_keras_serialisation(scheduler):
+    clones = [DropBlockScheduler.from_config(scheduler.get_config()),
+              keras.saving.deserialize_keras_object(
+                  keras.saving.serialize_keras_object(scheduler))]
+    for clone in clones:
+        assert isinstance(clone, DropBlockScheduler)
+        assert clone.get_config() == scheduler.get_config()
+        for step in (0, 1, 3, 5, 8, 20):
+            assert clone.rate_at(step, 0.1) == pytest.approx(scheduler.rate_at(step, 0.1))
+
+
+@pytest.mark.parametrize("kwargs,argument", [
+    (dict(), "ramp_steps"), (dict(ramp_steps=3, schedule=STEPS), "schedule"),
+    (dict(schedule=0.5), "schedule"), (dict(schedule=STEPS, start_rate=0.1), "start_rate")])
+def test_scheduler_needs_one_of_ramp_steps_and_schedule(kwargs, argument):
+    with pytest.raises((ValueError, TypeError), match=argument):
+        DropBlockScheduler(**kwargs)
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, float("nan")])
+def test_schedule_output_outside_zero_one_is_a_clear_error(value):
+    scheduler = DropBlockScheduler(schedule=lambda step: value)
+    scheduler.set_model(two_group_model())
+    with pytest.raises(ValueError, match=r"schedule output .* in \[0, 1\]"):
+        scheduler.update(0)
