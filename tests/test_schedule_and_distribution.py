@@ -229,3 +229,67 @@ def test_schedule_output_outside_zero_one_is_a_clear_error(value):
     scheduler.set_model(two_group_model())
     with pytest.raises(ValueError, match=r"schedule output .* in \[0, 1\]"):
         scheduler.update(0)
+
+
+# --- MultiWorkerMirroredStrategy: two local worker processes ---------------------------------------
+
+MULTI_WORKER = textwrap.dedent("""
+    import os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import numpy as np
+    import tensorflow as tf
+    import keras
+    from tfdropblock import DropBlock2D
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope():
+        dropblock = DropBlock2D(0.3, 3, seed=5)
+        dropout = keras.layers.Dropout(0.3, seed=5)
+
+    @tf.function
+    def step(x):
+        return strategy.run(lambda t: (dropblock(t, training=True), dropout(t, training=True)),
+                            args=(x,))
+
+    masks = [strategy.experimental_local_results(out)[0].numpy() == 0
+             for out in step(tf.ones((4, 12, 12, 4)))]
+    np.savez(sys.argv[1], dropblock=masks[0], dropout=masks[1])
+""")
+
+
+def free_ports(n):
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_mirrored_strategy_each_worker_draws_its_own_masks(tmp_path):
+    import json
+    import os
+
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(
+            [sys.executable, "-c", MULTI_WORKER, str(tmp_path / f"w{index}.npz")], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        logs = [p.communicate(timeout=240)[0] for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    for p, log in zip(processes, logs):
+        assert p.returncode == 0, log[-3000:]
+    first, second = (np.load(tmp_path / f"w{index}.npz") for index in range(2))
+    assert first["dropblock"].any() and second["dropblock"].any()
+    assert not np.array_equal(first["dropblock"], second["dropblock"]), "workers repeat one mask"
+    # The contrast the layer's replica fold-in exists for: Keras's Dropout repeats its mask.
+    np.testing.assert_array_equal(first["dropout"], second["dropout"])
