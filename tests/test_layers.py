@@ -67,6 +67,8 @@ CASES = [
     (1, (31,), 4, 0.15, True, "channels_first", "exact"),
     (3, (6, 8, 10), 3, 0.2, False, "channels_last", "paper"),
     (3, (5, 6, 7), (2, 3, 4), 0.25, True, "channels_first", "paper"),
+    # Above ops.SPARSE_MAX_RATE graph mode draws dense seeds: per channel too.
+    (2, (10, 12), 3, 0.4, False, "channels_first", "paper"),
 ]
 
 
@@ -103,6 +105,37 @@ def test_drop_fraction_matches_exact_expectation(rank, spatial, block, rate, sha
         assert want == pytest.approx(rate, rel=1e-9)
     tol = stats.tolerance(gamma, spatial, blocks, len(fractions))
     assert abs(fractions.mean() - want) < tol, (fractions.mean(), want, tol)
+
+
+@pytest.mark.parametrize("n,gamma", [(5000, 0.003), (300, 0.2), (64, 0.9)])
+def test_sparse_seed_positions_are_independent_bernoulli(n, gamma):
+    # Graph mode's seeds come from geometric gaps: per position and in count, Bernoulli(gamma).
+    from tfdropblock.ops import _bernoulli_positions
+
+    draw = tf.function(lambda seed: _bernoulli_positions(n, gamma, seed, tf.int32))
+    draws = 2000
+    hits = np.zeros(n)
+    counts = []
+    for i in range(draws):
+        positions = draw(tf.constant([i, 3], tf.int64)).numpy()
+        assert (np.diff(positions) > 0).all() and (positions >= 0).all() and (positions < n).all()
+        hits[positions] += 1
+        counts.append(len(positions))
+    sd = math.sqrt(n * gamma * (1 - gamma))
+    assert abs(np.mean(counts) - n * gamma) < 5 * sd / math.sqrt(draws)
+    assert np.var(counts) == pytest.approx(sd**2, rel=0.2, abs=0.05)
+    # First, middle and last positions alike (a truncated draw would starve the last ones).
+    per_position_sd = math.sqrt(gamma * (1 - gamma) / draws)
+    for part in (hits[: n // 10], hits[n // 2: n // 2 + n // 10], hits[-(n // 10):]):
+        assert abs(part.mean() / draws - gamma) < 5 * per_position_sd / math.sqrt(len(part))
+
+
+@pytest.mark.parametrize("gamma,want", [(0.0, 0), (1.0, 37)])
+def test_sparse_seed_positions_at_the_extremes(gamma, want):
+    from tfdropblock.ops import _bernoulli_positions
+
+    positions = _bernoulli_positions(37, gamma, tf.constant([1, 2], tf.int64), tf.int64)
+    assert len(positions) == want and (positions.numpy() == np.arange(want)).all()
 
 
 def test_statistical_check_rejects_seeds_outside_the_valid_region():

@@ -52,10 +52,9 @@ class _DropBlock(keras.layers.Layer):
         return tf.cond(tf.cast(training, tf.bool), lambda: self._drop(inputs), lambda: inputs)
 
     def _drop(self, inputs):
-        keep, count_ones = ops.mask_and_count(
-            inputs, self.current_rate, self.block_size, self._replica_seed(), self.data_format,
-            self.share_channels, self.gamma_mode)
-        return ops.apply_mask(inputs, keep, count_ones)
+        return ops.drop(inputs, self.current_rate, self.block_size, self._replica_seed(),
+                        self.data_format, self.share_channels, self.gamma_mode,
+                        max_rate=self.rate)
 
     def _replica_seed(self):
         seed = self.seed_generator.next()

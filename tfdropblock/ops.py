@@ -78,6 +78,124 @@ def spatial_shape_of(shape, rank, data_format):
     return shape[1:-1] if data_format == "channels_last" else shape[2:]
 
 
+# Up to this drop rate graph mode draws seeds sparsely; above it a dense draw is cheaper (the
+# sparse path writes one index per dropped unit; docs/BENCHMARKS.md has the crossover).
+SPARSE_MAX_RATE = 0.25
+
+
+def drop(x, rate, block_size, seed, data_format="channels_last", share_channels=False,
+         gamma_mode="paper", max_rate=None):
+    """The training transform: ``x`` times its rescaled DropBlock mask (arguments as in
+    :func:`mask_and_count`; ``max_rate``, a Python float, is the highest rate ``rate`` takes,
+    e.g. a layer's configured rate, which a schedule only scales down).
+
+    Each runtime gets the seed layout it runs fast, and every layout draws independent
+    Bernoulli(gamma) seeds on the valid grid: graph mode draws them sparsely
+    (:func:`sparse_mask`) up to ``SPARSE_MAX_RATE``, XLA bit-packs dense seeds and graph mode
+    above that rate draws a byte per seed (:func:`mask_and_count`).
+    """
+    if isinstance(rate, numbers.Number) and max_rate is None:
+        max_rate = rate
+    if not in_xla_context() and (max_rate is None or max_rate <= SPARSE_MAX_RATE):
+        return x * sparse_mask(x, rate, block_size, seed, data_format, share_channels,
+                               gamma_mode)
+    keep, count_ones = mask_and_count(x, rate, block_size, seed, data_format, share_channels,
+                                      gamma_mode)
+    return apply_mask(x, keep, count_ones)
+
+
+def _geometry(x, rate, block_size, data_format, share_channels, gamma_mode):
+    """Dims of ``x`` (ints where static), the channel axis, the mask's channels, the spatial
+    dims, the clamped block, the seed grid and gamma."""
+    rank = len(block_size)
+    spatial_shape_of(x.shape.as_list(), rank, data_format)  # checks the rank
+    dims = _dims(x)
+    channel_axis = 1 if data_format == "channels_first" else rank + 1
+    spatial = dims[1:-1] if channel_axis != 1 else dims[2:]
+    # The block used is clamped to the map, so a map smaller than the block is dropped whole or
+    # kept whole on that axis; the clamp and gamma are Python numbers for static dims.
+    used = [min(b, s) if isinstance(s, int) else tf.minimum(b, s)
+            for b, s in zip(block_size, spatial)]
+    gamma = gamma_tensor(rate, spatial, used, gamma_mode)
+    channels = 1 if share_channels else dims[channel_axis]
+    grid = [s - b + 1 for s, b in zip(spatial, used)]
+    return dims, channel_axis, channels, spatial, used, grid, gamma
+
+
+def sparse_mask(x, rate, block_size, seed, data_format="channels_last", share_channels=False,
+                gamma_mode="paper"):
+    """The rescaled mask in ``x``'s dtype, from seeds drawn sparsely (graph mode).
+
+    Seeds are rare (gamma is 0.0033 on a 28x28 map at block 7, rate 0.1), so instead of a
+    random number per grid position this draws the gaps between consecutive seeds, which are
+    geometric: ``floor(log(1 - u) / log(1 - gamma)) + 1`` for ``u ~ U[0, 1)`` in float64. The
+    positions so found are exactly independent Bernoulli(gamma) seeds, with no rounding of
+    gamma, as long as the draws reach the end of the grid: ``n * gamma + 10 sd + 16`` draws
+    fall short with a probability below 1e-20. Every seed then lists the units of its block,
+    and ``SparseToDense`` (one pass that writes the mask, the fastest scatter TensorFlow has on
+    CPU) writes them out: once as bytes, whose popcount gives the count, and once as the mask
+    with the rescale as its fill value, so no float pass computes the mask or its count.
+    """
+    dims, channel_axis, channels, spatial, used, grid, gamma = _geometry(
+        x, rate, block_size, data_format, share_channels, gamma_mode)
+    rank = len(block_size)
+    mask_dims = list(dims)
+    mask_dims[channel_axis] = channels
+    grid_dims = list(mask_dims)
+    for axis, g in zip(_spatial_axes(rank, channel_axis), grid):
+        grid_dims[axis] = g
+    total = _prod(mask_dims)
+    index = tf.int32 if isinstance(total, int) and total < 2**31 - 8 else tf.int64
+
+    # Seed positions on the grid, then each seed's first unit in the mask's layout.
+    positions = _bernoulli_positions(_prod(grid_dims), gamma, seed, index)
+    strides = [_prod(mask_dims[k + 1:]) for k in range(len(mask_dims))]
+    first_unit = tf.zeros_like(positions)
+    rest = positions
+    for k in reversed(range(len(grid_dims))):
+        size = tf.cast(grid_dims[k], index)
+        coordinate = rest % size if k else rest  # the batch index is what remains
+        first_unit += coordinate * tf.cast(strides[k], index)
+        rest //= size
+    # Offsets of a block's units from its first unit: the clamped block on each spatial axis.
+    offsets = tf.zeros([], index)
+    for axis, b in zip(_spatial_axes(rank, channel_axis), used):
+        offsets = offsets[..., None] + tf.range(b, dtype=index) * tf.cast(strides[axis], index)
+    units = tf.reshape(first_unit[:, None] + tf.reshape(offsets, [1, -1]), [-1])
+
+    # Dropped units as bytes (duplicates from overlapping blocks write the same 1), counted
+    # eight at a time by a popcount of 64-bit words.
+    padded = (total + 7) // 8 * 8
+    dropped = tf.raw_ops.SparseToDense(
+        sparse_indices=units, output_shape=tf.reshape(tf.cast(padded, index), [1]),
+        sparse_values=tf.constant(1, tf.uint8), default_value=tf.constant(0, tf.uint8),
+        validate_indices=False)
+    words = tf.bitcast(tf.reshape(dropped, [-1, 8]), tf.int64)
+    n_dropped = tf.reduce_sum(tf.cast(tf.raw_ops.PopulationCount(x=words), tf.int32))
+    total_f = tf.cast(total, tf.float32)
+    scale = total_f / tf.maximum(total_f - tf.cast(n_dropped, tf.float32), 1.0)
+    mask = tf.raw_ops.SparseToDense(
+        sparse_indices=units, output_shape=tf.reshape(tf.cast(total, index), [1]),
+        sparse_values=tf.zeros([], x.dtype), default_value=tf.cast(scale, x.dtype),
+        validate_indices=False)
+    return tf.reshape(mask, _shape(mask_dims))
+
+
+def _bernoulli_positions(n, gamma, seed, dtype):
+    """Sorted positions, among ``n``, of independent Bernoulli(``gamma``) trials that succeed."""
+    gamma = tf.cast(gamma, tf.float64)
+    n = tf.cast(n, tf.float64)
+    mean = n * gamma
+    draws = tf.cast(tf.minimum(n, tf.math.ceil(mean + 10.0 * tf.sqrt(mean) + 16.0)), tf.int64)
+    u = tf.random.stateless_uniform([draws], seed, dtype=tf.float64, alg="philox")
+    # At gamma = 0 the gaps would be infinite: 1e-300 makes them astronomically long instead,
+    # and the cap keeps their sum finite.
+    log_miss = tf.math.log1p(-tf.maximum(gamma, 1e-300))
+    gaps = tf.minimum(tf.floor(tf.math.log1p(-u) / log_miss) + 1.0, n + 1.0)
+    positions = tf.cumsum(gaps) - 1.0
+    return tf.cast(tf.boolean_mask(positions, positions < n), dtype)
+
+
 def mask_and_count(x, rate, block_size, seed, data_format="channels_last",
                    share_channels=False, gamma_mode="paper"):
     """Float32 keep-mask (1 kept, 0 dropped), not yet rescaled, and its count of ones.
@@ -93,18 +211,8 @@ def mask_and_count(x, rate, block_size, seed, data_format="channels_last",
         ``share_channels``), and its number of ones as a float32 scalar, or None where
         counting on the float mask is as cheap as anything (``apply_mask`` then sums it).
     """
-    rank = len(block_size)
-    spatial_shape_of(x.shape.as_list(), rank, data_format)  # checks the rank
-    dims = _dims(x)
-    channel_axis = 1 if data_format == "channels_first" else rank + 1
-    spatial = dims[1:-1] if channel_axis != 1 else dims[2:]
-    # The block used is clamped to the map, so a map smaller than the block is dropped whole or
-    # kept whole on that axis; the clamp and gamma are Python numbers for static dims.
-    used = [min(b, s) if isinstance(s, int) else tf.minimum(b, s)
-            for b, s in zip(block_size, spatial)]
-    gamma = gamma_tensor(rate, spatial, used, gamma_mode)
-    channels = 1 if share_channels else dims[channel_axis]
-    grid = [s - b + 1 for s, b in zip(spatial, used)]
+    dims, channel_axis, channels, spatial, used, grid, gamma = _geometry(
+        x, rate, block_size, data_format, share_channels, gamma_mode)
 
     # Algorithm 1 with the random numbers, the bulk of the cost, kept to what gamma needs:
     # 1. seeds ~ Bernoulli(gamma) on the valid grid only, (S - b + 1) per axis, so a block grown
@@ -312,9 +420,7 @@ def dropblock(x, rate, block_size, seed, *, training=True, data_format="channels
     block = check_block_size(block_size, rank)
     share_channels = check_bool(share_channels, "share_channels")
     seed = check_seed(seed)
-    keep, count_ones = mask_and_count(x, rate, block, seed, data_format, share_channels,
-                                      check_gamma_mode(gamma_mode))
-    return apply_mask(x, keep, count_ones)
+    return drop(x, rate, block, seed, data_format, share_channels, check_gamma_mode(gamma_mode))
 
 
 def apply_mask(x, keep, count_ones=None):
