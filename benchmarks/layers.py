@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfdropblock import DropBlock1D, DropBlock2D, DropBlock3D
+from tfdropblock import DropBlock1D, DropBlock2D, DropBlock3D, ops
 
 MODES = {"graph": False, "xla": True}
 DROPBLOCK = {1: DropBlock1D, 2: DropBlock2D, 3: DropBlock3D}
@@ -27,11 +27,18 @@ SHAPES = {
 RATE = 0.1
 
 
-def step_fn(layer_fn, x, jit):
-    """A callable running one forward + backward step of ``layer_fn`` on ``x``; blocks until done."""
-    w = tf.random.stateless_normal(x.shape, [1, 2])
+def step_fn(layer_fn, x, jit, unknown_spatial=False):
+    """A callable running one forward + backward step of ``layer_fn`` on ``x``; blocks until done.
 
-    @tf.function(jit_compile=jit)
+    ``unknown_spatial`` traces with the spatial dims unknown (as a fully convolutional model
+    does), so the layer sizes its mask from the runtime shape.
+    """
+    w = tf.random.stateless_normal(x.shape, [1, 2])
+    signature = None
+    if unknown_spatial:
+        signature = [tf.TensorSpec((x.shape[0], *[None] * (x.shape.rank - 2), x.shape[-1]))]
+
+    @tf.function(jit_compile=jit, input_signature=signature)
     def step(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
@@ -64,4 +71,17 @@ def layer_cases(name, modes=("graph", "xla")):
         fn = layer if label.startswith("floor") else (lambda t, l=layer: l(t, training=True))
         for mode in modes:
             cases[(label, mode)] = step_fn(fn, x, MODES[mode])
+    # The same layer traced with unknown spatial dims: what the dynamic path costs.
+    dynamic = DROPBLOCK[rank](RATE, block, seed=1)
+    for mode in modes:
+        cases[(f"DropBlock{rank}D per-channel, unknown spatial dims", mode)] = step_fn(
+            lambda t: dynamic(t, training=True), x, MODES[mode], unknown_spatial=True)
+    if "graph" in modes:
+        # Graph mode's dense seeds (what it uses above ops.SPARSE_MAX_RATE, and used at every
+        # rate before the sparse draw), beside the sparse draw it uses at this rate.
+        seeds = keras.random.SeedGenerator(1)
+        blocks = (block,) * rank
+        cases[(f"DropBlock{rank}D per-channel, dense seeds", "graph")] = step_fn(
+            lambda t: ops.apply_mask(t, *ops.mask_and_count(t, RATE, blocks, seeds.next())),
+            x, False)
     return cases, {"shape": shape, "block": block, "rate": RATE}

@@ -30,6 +30,8 @@ TARGETS = [
      ("DropBlock2D per-channel", "graph"), ("keras Dropout", "graph"), 1.0),
     ("DropBlock2D shared-channel, XLA <= 2x the elementwise floor under XLA",
      ("DropBlock2D shared-channel", "xla"), ("floor (x * c)", "xla"), 2.0),
+    ("DropBlock2D per-channel, graph <= 1.5x the elementwise floor in graph mode",
+     ("DropBlock2D per-channel", "graph"), ("floor (x * c)", "graph"), 1.5),
 ]
 RESNET_LIMIT = 1.03  # DropBlock adds at most 3% to a ResNet-50 training step
 VERIFY_LIMIT = 1.5  # verify costs at most 1.5x the bare conversions it wraps

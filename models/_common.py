@@ -7,7 +7,7 @@ import numpy as np
 
 from tfdropblock import DropBlock1D, DropBlock2D, DropBlock3D
 from tfdropblock import ops as _ops
-from tfdropblock.ops import is_int
+from tfdropblock.checks import is_int
 
 # Every reference model is channels_last whatever keras.config.image_data_format() says:
 # TensorFlow's CPU kernels and TFLite only run NHWC convolutions, and the DropBlock layers

@@ -16,7 +16,7 @@ _EXPORTS = {
     "DropBlock2D": "tfdropblock.layers",
     "DropBlock3D": "tfdropblock.layers",
     "DropBlockScheduler": "tfdropblock.schedule",
-    "dropblock_layers": "tfdropblock.schedule",
+    "dropblock_layers": "tfdropblock.layers",
     "dropblock": "tfdropblock.ops",
     "expected_drop_fraction": "tfdropblock.gamma",
     "gamma_for": "tfdropblock.gamma",

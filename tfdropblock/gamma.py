@@ -13,64 +13,11 @@ The paper's gamma ignores block overlap, so its realised drop fraction is a litt
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 
 import numpy as np
 
-GAMMA_MODES = ("paper", "exact")
-
-
-# --- Argument checks, shared with the layers (``tfdropblock.ops`` re-exports them) -------------
-# They live here, not in ops.py, so that the numpy-only helpers below validate their arguments
-# without importing TensorFlow.
-
-def is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def check_rate(rate):
-    """Validate a static drop rate: a real number in [0, 1)."""
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
-        raise TypeError(f"Invalid rate={rate!r}: expected a float in [0, 1).")
-    if math.isnan(rate) or not 0.0 <= rate < 1.0:
-        raise ValueError(f"Invalid rate={rate!r}: expected a float in [0, 1).")
-    return float(rate)
-
-
-def check_block_size(block_size, rank):
-    """Normalise ``block_size`` to a tuple of ``rank`` positive ints (an int goes to every axis)."""
-    sizes = (block_size,) * rank if is_int(block_size) else block_size
-    try:
-        sizes = tuple(sizes)
-    except TypeError:
-        sizes = ()
-    if len(sizes) != rank or not all(is_int(b) and b > 0 for b in sizes):
-        raise ValueError(
-            f"Invalid block_size={block_size!r}: expected a positive int or a tuple of "
-            f"{rank} positive ints (one per spatial axis)."
-        )
-    return tuple(int(b) for b in sizes)
-
-
-def check_spatial_shape(spatial_shape):
-    """Normalise the map's spatial size to a non-empty tuple of positive ints."""
-    try:
-        sizes = tuple(spatial_shape)
-    except TypeError:
-        sizes = ()
-    if not sizes or not all(is_int(s) and s > 0 for s in sizes):
-        raise ValueError(f"Invalid spatial_shape={spatial_shape!r}: expected a tuple of positive "
-                         "ints, one per spatial axis, e.g. (28, 28).")
-    return tuple(int(s) for s in sizes)
-
-
-def check_gamma(gamma):
-    """Validate a seed probability: a real number in [0, 1]."""
-    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or math.isnan(gamma) \
-            or not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"Invalid gamma={gamma!r}: expected a float in [0, 1].")
-    return float(gamma)
+from tfdropblock.checks import (GAMMA_MODES, check_block_size, check_gamma, check_rate,
+                                check_spatial_shape, is_int)
 
 
 def _shape_and_block(spatial_shape, block_size):
@@ -224,9 +171,11 @@ def _product(values):
 _NEWTON_STEPS = 8
 
 
-# --- The seed probability the layers realise --------------------------------------------------
+# --- The seed probability the layers realise with dense seeds ----------------------------------
 #
-# The layers compare 16 random bits per seed with a threshold that is rounded up or down at
+# In graph mode, up to ``tfdropblock.ops.SPARSE_MAX_RATE``, the layers draw the gaps between
+# seeds in float64 and realise gamma itself. Under XLA, and in graph mode above that rate, they
+# compare 16 random bits per seed with a threshold that is rounded up or down at
 # random once per call (``tfdropblock.ops._seed_threshold``): a call realises the seed
 # probability ``floor(gamma * 2**16 + r) / 2**16`` with ``r ~ U[0, 1)``. Any one call is within
 # 2**-16 of gamma (relative error below ``2**-16 / gamma``: 0.46% for the paper's 28x28 map,
@@ -254,7 +203,8 @@ def realised_gammas(gamma):
 
 
 def effective_gamma(gamma) -> float:
-    """Mean seed probability the layers realise for ``gamma``: gamma, capped at ``1 - 2**-16``."""
+    """Mean seed probability of the dense (16-bit) seeds for ``gamma``: gamma, capped at
+    ``1 - 2**-16``."""
     return float(sum(g * p for g, p in realised_gammas(gamma)))
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfdropblock import ops
+from tfdropblock import checks, ops
+from tfdropblock._compat import flatten_layers
 
 
 class _DropBlock(keras.layers.Layer):
@@ -16,12 +17,12 @@ class _DropBlock(keras.layers.Layer):
     def __init__(self, rate, block_size, seed=None, data_format=None, share_channels=False,
                  gamma_mode="paper", **kwargs):
         super().__init__(**kwargs)
-        self.rate = ops.check_rate(rate)
-        self.block_size = ops.check_block_size(block_size, self.spatial_rank)
-        self.data_format = ops.check_data_format(data_format)
-        self.share_channels = ops.check_bool(share_channels, "share_channels")
-        self.gamma_mode = ops.check_gamma_mode(gamma_mode)
-        if seed is not None and not ops.is_int(seed):
+        self.rate = checks.check_rate(rate)
+        self.block_size = checks.check_block_size(block_size, self.spatial_rank)
+        self.data_format = checks.check_data_format(data_format)
+        self.share_channels = checks.check_bool(share_channels, "share_channels")
+        self.gamma_mode = checks.check_gamma_mode(gamma_mode)
+        if seed is not None and not checks.is_int(seed):
             raise TypeError(f"Invalid seed={seed!r}: expected an int or None.")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -45,7 +46,7 @@ class _DropBlock(keras.layers.Layer):
         # model's call) inherits the caller's training value as before.
         # Checked on every call, inference included: an integer input would otherwise pass
         # through until the first training step. A Python check adds no op.
-        ops.check_float_input(inputs, type(self).__name__)
+        checks.check_float_input(inputs, type(self).__name__)
         if isinstance(training, (bool, type(None))):
             # A Python branch, as Keras's Dropout: inference adds no op at all.
             return self._drop(inputs) if training else inputs
@@ -68,7 +69,7 @@ class _DropBlock(keras.layers.Layer):
 
     def compute_output_spec(self, inputs, *args, **kwargs):
         # Functional models build from this spec without running call(): check here too.
-        ops.check_float_input(inputs, type(self).__name__)
+        checks.check_float_input(inputs, type(self).__name__)
         return super().compute_output_spec(inputs, *args, **kwargs)
 
     def compute_output_shape(self, input_shape):
@@ -93,6 +94,12 @@ class _DropBlock(keras.layers.Layer):
             "share_channels": self.share_channels,
             "gamma_mode": self.gamma_mode,
         }
+
+
+def dropblock_layers(model):
+    """Every DropBlock layer of ``model``, nested models and layers included."""
+    return [layer for layer in flatten_layers(model, include_self=True, recursive=True)
+            if isinstance(layer, _DropBlock)]
 
 
 _DOC = """DropBlock for {what} (Ghiasi et al., 2018): drops contiguous blocks of a feature map.

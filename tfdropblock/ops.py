@@ -1,10 +1,10 @@
 """The DropBlock training transform (Ghiasi et al., 2018, Algorithm 1) as plain TensorFlow ops.
 
-Built for speed on CPU, under XLA and in graph mode: every shape that sizes a pool or enters gamma
-is static; noise comes from the philox counter-based generator (the default algorithm is two
-orders of magnitude slower under XLA on CPU) and only as much of it as gamma needs (16 bits per
-seed, on the valid seed grid only); blocks grow one axis at a time; the mask is float32 and is cast
-to the input dtype once, at the end. ``docs/BENCHMARKS.md`` has the measurements behind each
+Built for speed on CPU, under XLA and in graph mode: noise comes from the philox counter-based
+generator (the default algorithm is two orders of magnitude slower under XLA on CPU) and only as
+much of it as gamma needs: in graph mode the gaps between seeds, one draw per seed; under XLA 16
+bits per position of the valid seed grid, bit-packed, with blocks grown one axis at a time. Sizes
+known only at run time work in both. ``docs/BENCHMARKS.md`` has the measurements behind each
 choice.
 """
 
@@ -12,59 +12,12 @@ from __future__ import annotations
 
 import numbers
 
-import keras
-import numpy as np
 import tensorflow as tf
 
 from tfdropblock._compat import in_xla_context
-
-# The argument checks live in gamma.py (no TensorFlow there); they are part of this module's API.
-from tfdropblock.gamma import (GAMMA_MODES, check_block_size, check_rate,  # noqa: F401
-                               clamp_block, gamma_tensor, is_int)
-
-DATA_FORMATS = ("channels_last", "channels_first")
-
-
-def check_data_format(data_format):
-    if data_format is None:
-        import keras
-
-        data_format = keras.config.image_data_format()
-    if data_format not in DATA_FORMATS:
-        raise ValueError(f"Invalid data_format={data_format!r}: expected one of {DATA_FORMATS}.")
-    return data_format
-
-
-def check_gamma_mode(gamma_mode):
-    if gamma_mode not in GAMMA_MODES:
-        raise ValueError(f"Invalid gamma_mode={gamma_mode!r}: expected one of {GAMMA_MODES}.")
-    return gamma_mode
-
-
-def check_bool(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"Invalid {name}={value!r}: expected True or False.")
-    return bool(value)
-
-
-def check_float_input(x, who="DropBlock"):
-    if not keras.backend.is_float_dtype(keras.backend.standardize_dtype(x.dtype)):
-        raise TypeError(f"{who} expects a floating-point input, received dtype "
-                        f"{keras.backend.standardize_dtype(x.dtype)}.")
-
-
-def check_seed(seed):
-    """A stateless seed tensor from an int, a ``SeedGenerator`` or a (2,) integer tensor."""
-    if isinstance(seed, keras.random.SeedGenerator):
-        return seed.next()
-    if is_int(seed):
-        return tf.constant([seed, 0], tf.int64)
-    if isinstance(seed, (tf.Tensor, tf.Variable, np.ndarray, list, tuple)):
-        tensor = tf.convert_to_tensor(seed)
-        if tensor.dtype in (tf.int32, tf.int64) and tensor.shape.as_list() == [2]:
-            return tensor
-    raise TypeError(f"Invalid seed={seed!r}: expected an int, a keras.random.SeedGenerator or an "
-                    "int32/int64 tensor of shape (2,).")
+from tfdropblock.checks import (check_block_size, check_bool, check_data_format,
+                                check_float_input, check_gamma_mode, check_rate, check_seed)
+from tfdropblock.gamma import gamma_tensor
 
 
 def spatial_shape_of(shape, rank, data_format):

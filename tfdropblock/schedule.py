@@ -6,15 +6,8 @@ import math
 
 import keras
 
-from tfdropblock._compat import flatten_layers
-from tfdropblock.layers import _DropBlock
-from tfdropblock.ops import check_rate, is_int
-
-
-def dropblock_layers(model):
-    """Every DropBlock layer of ``model``, nested models and layers included."""
-    return [layer for layer in flatten_layers(model, include_self=True, recursive=True)
-            if isinstance(layer, _DropBlock)]
+from tfdropblock.checks import check_rate, is_int
+from tfdropblock.layers import dropblock_layers
 
 
 @keras.saving.register_keras_serializable(package="tfdropblock")
