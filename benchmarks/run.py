@@ -72,9 +72,12 @@ def layer_table(name, rounds, warmup):
     results = timing.measure(cases, rounds=rounds, warmup=warmup)
     rows = []
     for (label, mode), r in results.items():
+        floor = results[("floor (x * c)", mode)]
         rows.append({
             "case": label, "mode": mode, "ms": r.median * 1e3, "spread": r.spread,
-            "x floor": r.median / results[("floor (x * c)", mode)].median,
+            "x floor": r.median / floor.median,
+            # Median of per-round ratios: cancels most of a shared machine's load swings.
+            "x floor paired": paired_ratio(r, floor),
             "x Dropout graph": r.median / results[("keras Dropout", "graph")].median,
             "x Dropout same mode": r.median / results[("keras Dropout", mode)].median,
         })
@@ -82,6 +85,12 @@ def layer_table(name, rounds, warmup):
     title = (f"{name.upper()}: {shape} float32, block {meta['block']}, rate {meta['rate']}, "
              "forward + backward")
     return title, rows, results
+
+
+def paired_ratio(a, b):
+    """Median of per-round ratios: one round times every case within seconds, so the load
+    drifts of a shared machine (spreads of ±25% per case) mostly cancel out of the ratio."""
+    return statistics.median(x / y for x, y in zip(a.seconds, b.seconds))
 
 
 def resnet_table(rounds, quick):
@@ -95,14 +104,9 @@ def resnet_table(rounds, quick):
     results = timing.measure(cases, rounds=rounds, warmup=1, target_s=0.0)
     base = "ResNet-50 without DropBlock"
 
-    def paired(a, b):
-        # Median of per-round ratios: one round times every case within seconds, so the load
-        # drifts of a shared machine (spreads of ±25% per case) mostly cancel out of the ratio.
-        return statistics.median(x / y for x, y in zip(a.seconds, b.seconds))
-
     rows = [{"case": label, "mode": mode, "ms": r.median * 1e3, "spread": r.spread,
-             "x without DropBlock": paired(r, results[(base, mode)]),
-             "x graph mode": paired(r, results[(label, "graph")])}
+             "x without DropBlock": paired_ratio(r, results[(base, mode)]),
+             "x graph mode": paired_ratio(r, results[(label, "graph")])}
             for (label, mode), r in results.items()]
     title = (f"ResNet-50 training step (SGD), input {'x'.join(map(str, meta['input']))}, "
              f"width {meta['width']}, {meta['classes']} classes (ratios: medians of per-round "
