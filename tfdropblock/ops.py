@@ -85,9 +85,10 @@ def sparse_mask(x, rate, block_size, seed, data_format="channels_last", share_ch
     positions so found are exactly independent Bernoulli(gamma) seeds, with no rounding of
     gamma, as long as the draws reach the end of the grid: ``n * gamma + 10 sd + 16`` draws
     fall short with a probability below 1e-20. Every seed then lists the units of its block,
-    and ``SparseToDense`` (one pass that writes the mask, the fastest scatter TensorFlow has on
-    CPU) writes them out: once as bytes, whose popcount gives the count, and once as the mask
-    with the rescale as its fill value, so no float pass computes the mask or its count.
+    and ``SparseToDense`` (the fastest scatter TensorFlow has on CPU: it fills its output and
+    writes the listed units) writes them out: once as bytes, whose popcount gives the count,
+    and once as the mask with the rescale as its fill value, so writing the mask is its only
+    full-size float pass.
     """
     dims, channel_axis, channels, spatial, used, grid, gamma = _geometry(
         x, rate, block_size, data_format, share_channels, gamma_mode)
