@@ -203,7 +203,7 @@ def main(argv=None):
         print(error, file=sys.stderr)
         return 2
     plan = args.plan
-    x_sub, y_sub = fmnist.fixed_subset(x_train, y_train, plan["train_size"])
+    x_sub, y_sub = datasets.fixed_subset(x_train, y_train, plan["train_size"])
     x_test, y_test = x_test[:plan["test_size"]], y_test[:plan["test_size"]]
     os.makedirs(os.path.join(args.out, "models"), exist_ok=True)
     results = {"command": "python -m benchmarks.accuracy " + " ".join(

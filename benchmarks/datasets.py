@@ -1,5 +1,8 @@
 """Fashion-MNIST, offline: ``load_fashion_mnist(folder=None)``.
 
+``python -m benchmarks.datasets OUT_DIR --train N --test M`` writes a fixed, class-balanced
+subset in the same four-file layout (how ``tests/data/fashion-mnist/`` was made).
+
 Where the four IDX files are looked for, first match wins:
 
 1. ``folder``, when given (the benchmarks' ``--data DIR``);
@@ -32,6 +35,7 @@ FILES = {
 }
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot")
+NUM_CLASSES = len(CLASS_NAMES)
 # IDX type code 0x08 = unsigned byte, the only type Fashion-MNIST uses.
 _IDX_UBYTE = 0x08
 
@@ -124,3 +128,53 @@ def load_fashion_mnist(folder=None):
 
         return keras.datasets.fashion_mnist.load_data()
     return read_folder(where)
+
+
+def fixed_subset(x, y, size, seed=0):
+    """``size`` examples (a multiple of 10), ``size / 10`` per class, the first of each class
+    in a fixed permutation, kept in their original order: the same subset on every run."""
+    if size % NUM_CLASSES or not 0 < size <= len(y):
+        raise ValueError(f"Invalid size={size!r}: expected a multiple of {NUM_CLASSES} in "
+                         f"[{NUM_CLASSES}, {len(y)}].")
+    order = np.random.default_rng(seed).permutation(len(y))
+    per_class = size // NUM_CLASSES
+    picked = np.concatenate([order[y[order] == c][:per_class] for c in range(NUM_CLASSES)])
+    if len(picked) != size:
+        raise ValueError(f"Invalid size={size!r}: some class has fewer than {per_class} "
+                         "examples.")
+    picked.sort()
+    return x[picked], y[picked]
+
+
+def write_subset(out, train_size, test_size, folder=None):
+    """Writes a :func:`fixed_subset` of each split to ``out`` as the four IDX gz files."""
+    (x_train, y_train), (x_test, y_test) = load_fashion_mnist(folder)
+    os.makedirs(out, exist_ok=True)
+    for split, (x, y), size in (("train", (x_train, y_train), train_size),
+                                ("test", (x_test, y_test), test_size)):
+        x, y = fixed_subset(x, y, size)
+        write_idx(os.path.join(out, FILES[f"x_{split}"]), x)
+        write_idx(os.path.join(out, FILES[f"y_{split}"]), y)
+
+
+def main(argv=None):
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.datasets",
+                                     description="Write a fixed Fashion-MNIST subset.")
+    parser.add_argument("out", metavar="OUT_DIR")
+    parser.add_argument("--train", type=int, required=True, help="training images (x10)")
+    parser.add_argument("--test", type=int, required=True, help="test images (x10)")
+    parser.add_argument("--data", metavar="DIR", default=None, help="source folder")
+    args = parser.parse_args(argv)
+    try:
+        write_subset(args.out, args.train, args.test, args.data)
+    except (DataUnavailable, ValueError) as error:
+        print(error, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -25,12 +25,13 @@ import time
 import keras
 import numpy as np
 
+from benchmarks import datasets
 from tfdropblock import DropBlock1D, DropBlock2D, DropBlockScheduler
 from tfdropblock.models import _common as common
 
 REGULARISERS = ("none", "dropout", "spatial", "dropblock")
 GAMMA_MODES = ("paper", "exact")
-NUM_CLASSES = 10
+NUM_CLASSES = datasets.NUM_CLASSES
 _SPATIAL = {1: keras.layers.SpatialDropout1D, 2: keras.layers.SpatialDropout2D}
 _DROPBLOCK = {1: DropBlock1D, 2: DropBlock2D}
 
@@ -113,16 +114,6 @@ def as_images(x):
 def as_sequences(x):
     """uint8 (N, 28, 28) -> float32 (N, 28, 28): 28 steps (rows) of 28 features."""
     return np.asarray(x, np.float32) / 255.0
-
-
-def fixed_subset(x, y, size, seed=0):
-    """The first ``size`` images of a fixed permutation, with every class equally often
-    (``size`` a multiple of 10), so that every seed of a study trains on the same images."""
-    order = np.random.default_rng(seed).permutation(len(y))
-    per_class = size // NUM_CLASSES
-    picked = np.concatenate([order[y[order] == c][:per_class] for c in range(NUM_CLASSES)])
-    picked.sort()
-    return x[picked], y[picked]
 
 
 def train(model, x, y, epochs, batch_size=128, learning_rate=2e-3, seed=0):
