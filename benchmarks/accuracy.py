@@ -125,8 +125,8 @@ def markdown(results):
              f"on {results['machine']}.",
              f"Training subset {plan['train_size']} images (class-balanced, fixed), "
              f"{plan['epochs']} epochs of batch {plan['batch_size']} (Adam, learning rate "
-             f"{plan['learning_rate']:g}, cosine decay), {plan['seeds']} seed(s) per configuration; test "
-             f"accuracy on {plan['test_size']} test images.", ""]
+             f"{plan['learning_rate']:g}, cosine decay), {plan['seeds']} seed(s) per "
+             f"configuration; test accuracy on {plan['test_size']} test images.", ""]
     summary = summarise(results["runs"])
     for study in ("2d", "1d"):
         rows = [row for row in summary if row["study"] == study]

@@ -6,6 +6,7 @@
         --inputs DIR/calibration.npz --json DIR/verify.json
     tfdropblock export MODEL.keras --out DIR/artifacts --quantize float16,dynamic,int8 \\
         --inputs DIR/calibration.npz
+    python -m benchmarks.deployment report DIR/verify.json     # per-format numbers
     python -m benchmarks.deployment top1 MODEL.keras DIR/artifacts --npz DIR
     python -m benchmarks.deployment breakage MODEL.keras --npz DIR
 
@@ -217,6 +218,29 @@ def _perturbed(model, scale, seed=0):
     return clone
 
 
+def markdown_verify(report):
+    """Per format of a ``tfdropblock verify --json`` report: status, parity (max abs and scaled
+    error, or vacuous) and, for quantized variants, SNR, cosine and top-1 agreement."""
+    lines = ["| format | status | parity max abs error (scaled) | SNR (dB) | cosine | "
+             "top-1 agreement | floors (SNR, cosine, top-1) |", "|---|---|---|---|---|---|---|"]
+    for name, result in report["formats"].items():
+        parity = result["checks"].get("parity", {})
+        quality = result["checks"].get("quality", {})
+        cells = [result["status"], "", "", "", "", ""]
+        if parity.get("status") == "vacuous":
+            cells[1] = "vacuous"
+        elif parity.get("max_abs_error") is not None:
+            cells[1] = f"{parity['max_abs_error']:.2g} ({parity['max_scaled_error']:.2g})"
+        worst = quality.get("worst") or {}
+        if worst.get("snr_db") is not None:
+            limits = quality["thresholds"]
+            cells[2:] = [f"{worst['snr_db']:.1f}", f"{worst['cosine']:.5f}",
+                         f"{100 * worst['top1_agreement']:.2f} %",
+                         f"{limits['snr_db']:g}, {limits['cosine']:g}, {limits['top1']:g}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_top1(rows):
     lines = ["| artifact | size (KiB) | top-1 on the test set | agreement with Keras |",
              "|---|---|---|---|"]
@@ -257,6 +281,8 @@ def main(argv=None):
     top1 = sub.add_parser("top1", help="top-1 of Keras and of every artifact in a folder")
     top1.add_argument("model", metavar="MODEL.keras")
     top1.add_argument("artifacts", metavar="ARTIFACT_DIR")
+    report = sub.add_parser("report", help="per-format numbers of a verify JSON report")
+    report.add_argument("json_report", metavar="VERIFY.json")
     breakage = sub.add_parser("breakage", help="planted breakages against the quality floors")
     breakage.add_argument("model", metavar="MODEL.keras")
     for p in (top1, breakage):
@@ -271,6 +297,10 @@ def main(argv=None):
         except DataUnavailable as error:
             print(error, file=sys.stderr)
             return 2
+        return 0
+    if args.command == "report":
+        with open(args.json_report) as f:
+            print(markdown_verify(json.load(f)))
         return 0
     images, labels, calibration = _load_npz(args.npz)
     if args.command == "top1":
