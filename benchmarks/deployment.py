@@ -70,10 +70,10 @@ def keras_runner(model):
 def saved_model_runner(path):
     import tensorflow as tf
 
-    serve = tf.saved_model.load(path).serve
+    loaded = tf.saved_model.load(path)  # kept: its variables die with it
 
     def run(x):
-        out = serve(tf.constant(x))
+        out = loaded.serve(tf.constant(x))
         return (next(iter(out.values())) if isinstance(out, dict) else out).numpy()
     return run
 
