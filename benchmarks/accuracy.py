@@ -68,6 +68,9 @@ def parse_args(argv):
     parser.add_argument("--train-size", type=int, default=None,
                         help="training images, a multiple of 10 (class-balanced)")
     parser.add_argument("--width", type=int, default=8, help="channels of group 1")
+    parser.add_argument("--render", metavar="RESULTS.json", default=None,
+                        help="only rewrite results.md and block_size.png beside an earlier "
+                             "run's results.json")
     args = parser.parse_args(argv)
     studies = tuple(s for s in args.studies.split(",") if s)
     if not studies or any(s not in ("2d", "1d") for s in studies):
@@ -159,7 +162,7 @@ def plot_block_curve(results, path):
     if not blocks:
         return
     std = lambda row: 0.0 if math.isnan(row["test_std"]) else 100 * row["test_std"]  # noqa: E731
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     ax.errorbar(blocks, [100 * summary[f"dropblock_b{b}"]["test_mean"] for b in blocks],
                 yerr=[std(summary[f"dropblock_b{b}"]) for b in blocks], marker="o", capsize=4,
                 label="DropBlock2D (paper gamma), mean ± std")
@@ -180,7 +183,7 @@ def plot_block_curve(results, path):
     plan = results["plan"]
     ax.set_title(f"Fashion-MNIST, {plan['train_size']} training images, "
                  f"{plan['seeds']} seed(s)", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -195,6 +198,12 @@ def machine():
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.render:
+        with open(args.render) as f:
+            results = json.load(f)
+        write(results, os.path.dirname(os.path.abspath(args.render)))
+        print(markdown(results))
+        return 0
     from benchmarks import datasets
 
     try:
