@@ -68,6 +68,12 @@ def parse_args(argv):
     parser.add_argument("--train-size", type=int, default=None,
                         help="training images, a multiple of 10 (class-balanced)")
     parser.add_argument("--width", type=int, default=8, help="channels of group 1")
+    parser.add_argument("--exact-block", type=int, default=None, choices=BLOCK_SIZES,
+                        help="block size of the exact-gamma runs (default: the best paper-gamma "
+                             "block of this run)")
+    parser.add_argument("--only", metavar="NAME[,NAME]", default=None,
+                        help="run only these configurations (names as in the tables, e.g. "
+                             "dropblock_exact_b7); exact-gamma runs then need --exact-block")
     parser.add_argument("--render", metavar="RESULTS.json", default=None,
                         help="only rewrite results.md and block_size.png beside an earlier "
                              "run's results.json")
@@ -86,6 +92,10 @@ def parse_args(argv):
                              "int" + (", a multiple of 10." if key == "train_size" else "."))
             plan[key] = value
     args.plan = plan
+    args.only = set(args.only.split(",")) if args.only else None
+    if args.only and args.exact_block is None and any("exact" in name for name in args.only):
+        parser.error("Invalid --only with an exact-gamma configuration: --exact-block is "
+                     f"required (one of {BLOCK_SIZES}).")
     return args
 
 
@@ -228,6 +238,8 @@ def main(argv=None):
     }
 
     def run(study, config, regulariser, options, seed):
+        if args.only is not None and config not in args.only:
+            return
         build, prepare, _ = studies[study]
         import keras
 
@@ -252,8 +264,9 @@ def main(argv=None):
             for config, regulariser, options in studies[study][2]:
                 run(study, config, regulariser, options, seed)
     if "2d" in args.studies:
-        block = best_block(summarise(results["runs"]))
-        results["best_block"] = block
+        block = args.exact_block
+        if block is None:
+            block = results["best_block"] = best_block(summarise(results["runs"]))
         for seed in range(plan["seeds"]):
             run("2d", f"dropblock_exact_b{block}", "dropblock",
                 {"block_size": block, "gamma_mode": "exact"}, seed)
