@@ -25,7 +25,7 @@ from pathlib import Path
 from tfdropblock._compat import tf_initialized
 from tfdropblock.export import formats as registry
 from tfdropblock.export._child import ERROR, INPUT, OUTPUT, Done, Failed, Job, Progress, child_main
-from tfdropblock.export.atomic import held_signals
+from tfdropblock._files import held_signals
 from tfdropblock.export.errors import InputError
 from tfdropblock.export.formatcheck import build_report
 from tfdropblock.export.loading import check_model_file, import_modules

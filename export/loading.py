@@ -16,23 +16,6 @@ from tfdropblock.export.errors import InputError
 MAX_CONFIG_BYTES = 64 * 2**20
 
 
-def check_formats(formats):
-    """Normalise ``formats`` (a name, comma-separated names, or an iterable) to a tuple of
-    registered format names."""
-    from tfdropblock.export.formats import names as registered
-
-    if isinstance(formats, str):
-        formats = [formats]
-    try:
-        names = [part.strip() for item in formats for part in str(item).split(",") if part.strip()]
-    except TypeError:
-        names = None
-    if not names or any(n not in registered() for n in names):
-        raise InputError(f"Invalid formats={formats!r}: expected one or more of "
-                         f"{registered()}.")
-    return tuple(dict.fromkeys(names))
-
-
 def import_modules(names):
     """Import each module of ``names`` (e.g. the one registering a model's custom layers)."""
     for name in names or ():

@@ -18,7 +18,8 @@ from tfdropblock.export.errors import ConversionError, OutputError, write_failur
 from tfdropblock.export.formats.onnx import DEFAULT_OPSET
 from tfdropblock.export.formats.saved_model import traced_graph
 from tfdropblock.export.identity import dropblock_names, dropblocks_as_identity
-from tfdropblock.export.loading import check_formats, load_model
+from tfdropblock.export.formats import check_formats
+from tfdropblock.export.loading import load_model
 from tfdropblock.export.report import FORMATS
 from tfdropblock.export.settings import Settings
 from tfdropblock.export.signature import Signature

@@ -14,7 +14,8 @@ import contextvars
 from pathlib import Path
 
 from tfdropblock.export import formats
-from tfdropblock.export.atomic import commit_many, held_signals, staging_dir, work_dir
+from tfdropblock._files import held_signals
+from tfdropblock.export.atomic import commit_many, staging_dir, work_dir
 from tfdropblock.export.errors import OutputError
 from tfdropblock.export.report import PASSED
 

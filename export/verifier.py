@@ -8,7 +8,8 @@ from tfdropblock.export.errors import InputError, OutputError
 from tfdropblock.export.formatcheck import build_report, make_context, run_format
 from tfdropblock.export.formats.onnx import DEFAULT_OPSET
 from tfdropblock.export.formats.quantized import check_quantize
-from tfdropblock.export.loading import check_formats, import_modules, load_model
+from tfdropblock.export.formats import check_formats
+from tfdropblock.export.loading import import_modules, load_model
 from tfdropblock.export.pipeline import Session
 from tfdropblock.export.report import FORMATS
 from tfdropblock.export.settings import WRITE_POLICIES, Settings, check_choice

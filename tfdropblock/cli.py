@@ -41,7 +41,7 @@ def _fail(message, code):
 
 
 def _formats(value):
-    from tfdropblock.export.loading import check_formats
+    from tfdropblock.export.formats import check_formats
     from tfdropblock.export.errors import InputError
 
     try:
@@ -231,7 +231,8 @@ def _on_stop(signum, frame):
 def _catch_stop_signals():
     import threading
 
-    from tfdropblock.export.atomic import STOP_SIGNALS, commits_begun
+    from tfdropblock._files import STOP_SIGNALS
+    from tfdropblock.export.atomic import commits_begun
 
     _STOP.update(decided=False, commits=commits_begun())
     if threading.current_thread() is not threading.main_thread():
@@ -440,7 +441,7 @@ def _emit(args, report_dict, table):
     if table:
         print(table)
     if args.json and not getattr(args, "json_committed", False):
-        from tfdropblock.export.atomic import write_bytes
+        from tfdropblock._files import write_bytes
 
         _STOP["decided"] = True  # a report once renamed in must not be followed by exit 130
         try:
@@ -460,7 +461,7 @@ def _json_with_artifacts(args):
     a run that then reports failure. Yields a list, non-empty once the report went in."""
     import contextlib
 
-    from tfdropblock.export.atomic import stage_bytes
+    from tfdropblock._files import stage_bytes
     from tfdropblock.export.errors import OutputError
     from tfdropblock.export.staging import committed_with
 

@@ -4,8 +4,9 @@
 SavedModel) and ``onnx`` (:mod:`.onnx`) register themselves on import, in that order.
 """
 
-from tfdropblock.export.formats.base import Format, detect, get, groups, names, register
+from tfdropblock.export.formats.base import (Format, check_formats, detect, get, groups, names,
+                                             register)
 from tfdropblock.export.formats import saved_model, tflite, onnx  # noqa: E402,F401  (register)
 from tfdropblock.export.formats import quantized  # noqa: E402,F401  (tflite:int8, ...)
 
-__all__ = ["Format", "detect", "get", "groups", "names", "register"]
+__all__ = ["Format", "check_formats", "detect", "get", "groups", "names", "register"]

@@ -21,6 +21,7 @@ from pathlib import Path
 from tfdropblock._util import describe_error
 from tfdropblock.export import checks
 from tfdropblock.export.errors import ConversionError, InputError
+from tfdropblock.export.loading import check_regular_file
 from tfdropblock.export.report import CheckResult, Finding
 
 _REGISTRY = {}
@@ -45,10 +46,23 @@ def names():
     return tuple(_REGISTRY)
 
 
+def check_formats(formats):
+    """Normalise ``formats`` (a name, comma-separated names, or an iterable) to a tuple of
+    registered format names."""
+    if isinstance(formats, str):
+        formats = [formats]
+    try:
+        asked = [part.strip() for item in formats for part in str(item).split(",") if part.strip()]
+    except TypeError:
+        asked = None
+    if not asked or any(n not in _REGISTRY for n in asked):
+        raise InputError(f"Invalid formats={formats!r}: expected one or more of "
+                         f"{names()}.")
+    return tuple(dict.fromkeys(asked))
+
+
 def detect(path):
     """The format of the artifact at ``path`` (InputError if none recognises it)."""
-    from tfdropblock.export.loading import check_regular_file
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory.")
@@ -95,8 +109,6 @@ def read_bytes(path_or_bytes, kind):
     directory, a non-regular file, a missing, unreadable or empty one."""
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         return bytes(path_or_bytes)
-    from tfdropblock.export.loading import check_regular_file
-
     path = Path(path_or_bytes)
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected {kind} file.")

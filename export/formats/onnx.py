@@ -26,10 +26,10 @@ import numpy as np
 
 from tfdropblock._compat import tf2onnx_convert_graph_def
 from tfdropblock._util import describe_error
-from tfdropblock.export.atomic import write_bytes
+from tfdropblock._files import write_bytes
 from tfdropblock.export.errors import ConversionError, InputError
 from tfdropblock.export.formats.base import Format, read_bytes, register
-from tfdropblock.export.graphs import TF_RANDOM, Graph
+from tfdropblock.export.graphs import Graph, is_tf_random
 
 DEFAULT_OPSET = 17
 MAX_OPSET = 18  # the newest opset tf2onnx 1.17 emits
@@ -315,7 +315,7 @@ _ONNX_RANDOM = {"RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNor
 def _is_random(op):
     """An ONNX random op, or a TensorFlow one tf2onnx left unconverted (``domain:op`` too)."""
     op_type = op.split(":")[-1]
-    return op_type in _ONNX_RANDOM or bool(TF_RANDOM.search(op_type))
+    return op_type in _ONNX_RANDOM or is_tf_random(op_type)
 
 
 def load_onnx(path_or_proto):
@@ -344,7 +344,7 @@ def onnx_graph(path_or_proto):
     return Graph("onnx", reader.ops, reader.names,
                  unsupported_ops=sorted(set(reader.unsupported)),
                  entry=f"graph (opset {reader.opset.get('', '?')})",
-                 sites=dict(reader.sites), hazards=reader.hazards)
+                 sites=dict(reader.sites), hazards=reader.hazards, is_random=_is_random)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -96,7 +96,7 @@ class QuantizedFormat(Format):
 
     def convert(self, session, reference):
         from tfdropblock._util import describe_error
-        from tfdropblock.export.atomic import write_bytes
+        from tfdropblock._files import write_bytes
         from tfdropblock.export.quantize import quantize_onnx, quantize_tflite
 
         batches = calibration(session) if self.mode == "int8" else None

@@ -19,7 +19,7 @@ import numpy as np
 from tfdropblock._util import describe_error
 from tfdropblock.export.errors import ConversionError, InputError
 from tfdropblock.export.formats.base import Format, register
-from tfdropblock.export.graphs import TF_RANDOM, Graph
+from tfdropblock.export.graphs import Graph, is_tf_random
 
 ENDPOINT = "serve"
 
@@ -193,7 +193,7 @@ class SavedModelFormat(Format):
         return saved_model_graph(artifact, ENDPOINT)
 
     def is_random_op(self, op):
-        return bool(TF_RANDOM.search(op))
+        return is_tf_random(op)
 
     def sniff(self, path, head):
         if path.is_dir():

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from tfdropblock._util import describe_error, one_line
-from tfdropblock.export.atomic import write_bytes
+from tfdropblock._files import write_bytes
 from tfdropblock.export.errors import ConversionError, InputError
 from tfdropblock.export.formats.base import Format, read_bytes, register
 from tfdropblock.export.formats.saved_model import ENDPOINT
-from tfdropblock.export.graphs import TF_RANDOM, Graph
+from tfdropblock.export.graphs import Graph, is_tf_random
 
 _UNSUPPORTED = re.compile(r"'tf\.(\w+)' op")
 _TFLITE_RANDOM = {"RANDOM_UNIFORM", "RANDOM_STANDARD_NORMAL", "MULTINOMIAL"}
@@ -211,7 +211,13 @@ def tflite_graph(path_or_bytes):
                     names.append((label, name))
     except _Corrupt as e:
         raise InputError(f"{where}: corrupted TFLite flatbuffer ({e}).") from None
-    return Graph("tflite", ops, names, flex_ops=sorted(set(flex)), entry="all subgraphs")
+    return Graph("tflite", ops, names, flex_ops=sorted(set(flex)), entry="all subgraphs",
+                 is_random=is_tflite_random)
+
+
+def is_tflite_random(op):
+    """A TFLite random builtin, or a Flex op wrapping a TensorFlow random op."""
+    return op in _TFLITE_RANDOM or (op.startswith("Flex") and is_tf_random(op[4:]))
 
 
 
@@ -239,7 +245,7 @@ class TFLiteFormat(Format):
         return tflite_graph(source)
 
     def is_random_op(self, op):
-        return op in _TFLITE_RANDOM or (op.startswith("Flex") and bool(TF_RANDOM.search(op[4:])))
+        return is_tflite_random(op)
 
     def sniff(self, path, head):
         return path.suffix.lower() == ".tflite" or head[4:8] == b"TFL3"
