@@ -102,7 +102,8 @@ def child_main(conn, job):
             conn.send(Failed(INPUT, f"the model cannot run in Keras on its inputs: "
                                     f"{describe_error(e)}"))
             return
-        session = Session(model, ctx.signature, job.work, job.settings)
+        session = Session(model, ctx.signature, job.work, job.settings,
+                          generated=ctx.generated)
         for fmt in job.formats:
             try:
                 result = run_format(ctx, session, fmt, progress=lambda f, message: conn.send(

@@ -15,16 +15,7 @@ class InputError(ExportKitError, ValueError):
 
 
 class ConversionError(ExportKitError, RuntimeError):
-    """A converter or runtime failed (CLI exit status 3).
-
-    ``format`` names the artifact format; ``unsupported_ops`` lists the TensorFlow ops a converter
-    could not lower, when it said so.
-    """
-
-    def __init__(self, message, format=None, unsupported_ops=()):
-        super().__init__(message)
-        self.format = format
-        self.unsupported_ops = tuple(unsupported_ops)
+    """A converter or runtime failed (CLI exit status 3)."""
 
 
 class OutputError(InputError):

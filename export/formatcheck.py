@@ -27,7 +27,7 @@ class Context:
     """What every format's verification needs: the model, its inputs and Keras's outputs."""
 
     def __init__(self, model, signature, batches, atol, rtol, source=None, expected=None,
-                 generated=None):
+                 generated=None, thresholds=None):
         self.model = model
         self.signature = signature
         self.batches = batches
@@ -35,6 +35,7 @@ class Context:
         self.source = source
         self.expected = expected if expected is not None else [self.keras(b) for b in batches]
         self.generated = generated  # the distribution of generated inputs; None for the user's
+        self.thresholds = thresholds  # quantized quality floors; None: each mode's defaults
         self.layer_names = dropblock_names(model)
         self.io = checks.keras_io(signature, batches, self.expected)
 

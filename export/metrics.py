@@ -48,7 +48,8 @@ float16 measured 41 .. 85 dB everywhere, hence 30 dB (3 % RMS error).
 What these metrics cannot be trusted to see is a DropBlock active during calibration: it
 widens activation ranges by at most 1 / keep_prob (11 % at rate 0.1), far less than the 5x
 above, and no more than another choice of calibration batches would. That is proved instead
-by the quantized model being bit-identical to its identity twin (:mod:`.quantize`).
+by the quantized model being bit-identical to its identity twin (the ``twin`` check,
+:func:`.checks.twin_check`).
 
 Seeded MobileNetV2s (random BatchNorm statistics) ignore their input: each inverted residual
 block shrinks the input-dependent part about 10x, so rows differ by 1e-7 and every comparison

@@ -32,7 +32,8 @@ ARTIFACTS = {name: registry.get(name).artifact for name in FORMATS}
 class Session:
     """Converts one model (and its identity reference) to each format, once, under ``workdir``."""
 
-    def __init__(self, model, signature, workdir, settings=None):
+    def __init__(self, model, signature, workdir, settings=None, *, generated=None,
+                 calibration=None):
         self.model = model
         self.signature = signature
         self.workdir = Path(workdir)
@@ -43,6 +44,11 @@ class Session:
         self._graphs = {}
         self._reference_is_main = None
         self.reference_how = None
+        # The distribution of the run's generated inputs (None: the user's), which generated
+        # int8 calibration batches follow; and those batches with how they were made, once
+        # made (formats.quantized.calibration), or as given.
+        self.generated = generated
+        self.calibration = calibration
 
     @property
     def has_dropblock(self):

@@ -11,6 +11,7 @@ from tfdropblock.export.formats.onnx import DEFAULT_OPSET, check_external_data, 
 from tfdropblock.gamma import is_int
 
 REFERENCE_MODES = ("auto", "export")
+DEFAULT_TIMEOUT = 600  # seconds allowed to each format's converter in an isolated run
 WRITE_POLICIES = ("passed", "all_or_nothing", "converted")
 
 

@@ -12,13 +12,14 @@ from tfdropblock.export.formats import check_formats
 from tfdropblock.export.loading import import_modules, load_model
 from tfdropblock.export.pipeline import Session
 from tfdropblock.export.report import FORMATS
-from tfdropblock.export.settings import WRITE_POLICIES, Settings, check_choice
+from tfdropblock.export.settings import DEFAULT_TIMEOUT, WRITE_POLICIES, Settings, check_choice
 from tfdropblock.export import staging
 from tfdropblock.export.staging import output_error, workspace
 
 
 def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_signature=None,
-           opset=DEFAULT_OPSET, out_dir=None, safe_mode=True, isolate=False, timeout=600,
+           opset=DEFAULT_OPSET, out_dir=None, safe_mode=True, isolate=False,
+           timeout=DEFAULT_TIMEOUT,
            jobs=None, seed=0, tflite_select_tf_ops=False, onnx_external_data=None,
            write="passed", imports=(), reference="auto", quantize=None, int8_io=False,
            progress=None):
@@ -72,6 +73,7 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
         OutputError (an InputError): ``out_dir`` or the work directory cannot be written, or
             the filesystem refused a write (disk full, quota, file-size limit).
     """
+    import_modules(imports)  # first: a module may register a format
     formats = check_formats(formats)
     variants = check_quantize(quantize, formats)
     formats = tuple(dict.fromkeys(formats + variants))
@@ -89,12 +91,11 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
         return verify_isolated(model, formats, settings, out_dir=out_dir, safe_mode=safe_mode,
                                timeout=timeout, jobs=jobs, progress=progress, write=write,
                                imports=imports)
-    import_modules(imports)
     source = str(model) if isinstance(model, (str, os.PathLike)) else None
     model = load_model(model, safe_mode)
     ctx = make_context(model, settings, source)
     with workspace(out_dir) as work:
-        session = Session(model, ctx.signature, work, settings)
+        session = Session(model, ctx.signature, work, settings, generated=ctx.generated)
         try:
             results = {fmt: run_format(ctx, session, fmt, progress) for fmt in formats}
         except OutputError as e:

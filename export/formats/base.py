@@ -33,6 +33,11 @@ def register(fmt):
     return fmt
 
 
+def unregister(name):
+    """Remove format ``name`` (and nothing else) from the registry."""
+    _REGISTRY.pop(name, None)
+
+
 def get(name):
     """The registered format ``name``; InputError for an unknown one."""
     try:
@@ -42,8 +47,9 @@ def get(name):
 
 
 def names():
-    """The registered formats' names, in registration order."""
-    return tuple(_REGISTRY)
+    """The registered formats' names: the float formats in registration order, then the
+    quantized variants in theirs."""
+    return tuple(sorted(_REGISTRY, key=lambda name: _REGISTRY[name].mode is not None))
 
 
 def check_formats(formats):
@@ -129,10 +135,15 @@ class Format:
     raise NotImplementedError; the others have defaults that suit a plain format."""
 
     name: str = ""
+    title: str = ""             # how messages name it ("TFLite"); default: its name
     artifact: str = ""          # file (or directory) name the artifact is written as
     companions: tuple = ()      # files that belong to the artifact when present (written first)
-    directory: bool = False     # the artifact is a directory
     converts_from: str | None = None  # the format whose artifact this one is converted from
+    # Quantized modes: each is the registered variant "name:mode" (see formats.quantized),
+    # made by the quantized hooks below.
+    modes: tuple = ()
+    mode: str | None = None  # set on a quantized variant: the mode it is
+    comparing: str = "checking parity"  # the progress line of the comparison with Keras
     # Label of a converter that refuses a random op: a conversion failure is then a caught
     # leak when the traced inference function holds random ops. None: never classified so.
     refused_by: str | None = None
@@ -185,6 +196,43 @@ class Format:
     def exportable(self, session, artifact):
         """For ``export``: raise ConversionError unless the artifact can be shipped."""
 
+    def compare(self, ctx, session, artifact, runs, result):
+        """Judge ``runs`` ({runtime label: [named outputs per batch of ``ctx.batches``]})
+        against Keras's outputs into ``result``: parity, for a float format."""
+        check, findings, warnings = checks.parity_check(runs, ctx.expected, ctx.atol, ctx.rtol,
+                                                        ctx.batches)
+        result.checks["parity"] = check
+        result.findings.extend(findings)
+        result.warnings.extend(warnings)
+
+    def finish(self, ctx, session, artifact, result):
+        """Anything the format checks or records after determinism (nothing by default)."""
+
+    # -- quantized variants: what a format with ``modes`` provides ------------------------------
+
+    def quantize(self, session, mode, reference, calibration):
+        """This format's artifact of ``session``'s model (its identity reference when
+        ``reference``) quantized as ``mode`` (int8: on the ``calibration`` batches), written
+        to ``session.path(f"{name}:{mode}", reference)``; returned as the hooks below take it."""
+        raise NotImplementedError
+
+    def quantized_runtimes(self, artifact):
+        """{label: runner} of a quantized artifact: float inputs in, float outputs out."""
+        raise NotImplementedError
+
+    def twin_comparison(self, artifact, twin):
+        """A :class:`~tfdropblock.export.checks.TwinComparison` of two quantized artifacts."""
+        raise NotImplementedError
+
+    def quantized_checks(self, mode, artifact):
+        """``({name: CheckResult}, [warnings])`` this format adds for ``mode``."""
+        return {}, []
+
+    def quantization_info(self, session, mode):
+        """What the report's ``quantization`` says of ``mode`` beyond format, mode, bytes and
+        calibration."""
+        return {}
+
     # -- the verification, the same for every format -------------------------------------------
 
     def converted(self, ctx, session, result):
@@ -206,7 +254,7 @@ class Format:
         left = list(graph.unsupported_ops)
         details, blocked = self.conversion(artifact, graph, session)
         result.checks["conversion"] = CheckResult(not left, details)
-        if not left:
+        if not left and session.path(self.name) is not None:
             result.artifact = str(session.path(self.name))
         # An op a converter could not lower is its limit, not a leak: it is the conversion
         # check's, and the structure check still looks for what DropBlock could have left
@@ -230,36 +278,31 @@ class Format:
                 # an invalid model: not checked, rather than passed.
                 check.ok = None
                 check.details["not_checked"] = reason
-            raise ConversionError(reason, format=self.name, unsupported_ops=blocked)
+            raise ConversionError(reason)
         try:
             io, details, runners = self.runtimes(ctx, session, artifact)
         except Exception as e:
             result.checks["validity"] = CheckResult(False, {"error": describe_error(e)})
             result.add(Finding("validity", self.invalid_what, self.name, describe_error(e)))
             return
-        findings = checks.io_check(ctx.io, io, self.name)
-        result.checks["validity"] = CheckResult(not findings, {**details, "io": io})
+        if io is None:  # the runtimes feed and return what Keras does: no I/O to compare
+            result.checks["validity"] = CheckResult(True, details)
+        else:
+            findings = checks.io_check(ctx.io, io, self.name)
+            result.checks["validity"] = CheckResult(not findings, {**details, "io": io})
+            result.findings.extend(findings)
+            if {t["name"] for t in io["inputs"]} != {t["name"] for t in ctx.io["inputs"]}:
+                return  # its inputs cannot be fed as the Keras model's: nothing can run
+        say(self.comparing)
+        runs, pairs = {}, {}
+        for label, run in runners.items():
+            runs[label] = [run(b) for b in ctx.batches]
+            pairs[label] = (runs[label][-1], run(ctx.batches[-1]))
+        self.compare(ctx, session, artifact, runs, result)
+        check, findings = checks.determinism_check(pairs)
+        result.checks["determinism"] = check
         result.findings.extend(findings)
-        if {t["name"] for t in io["inputs"]} != {t["name"] for t in ctx.io["inputs"]}:
-            return  # its inputs cannot be fed as the Keras model's: parity cannot run
-        say("checking parity")
-        parity_and_determinism(ctx, result, runners)
-
-
-def parity_and_determinism(ctx, result, runners):
-    """``runners``: {label: callable(named inputs) -> named outputs}."""
-    runs, pairs = {}, {}
-    for label, run in runners.items():
-        runs[label] = [run(b) for b in ctx.batches]
-        pairs[label] = (runs[label][-1], run(ctx.batches[-1]))
-    check, findings, warnings = checks.parity_check(runs, ctx.expected, ctx.atol, ctx.rtol,
-                                                    ctx.batches)
-    result.checks["parity"] = check
-    result.findings.extend(findings)
-    result.warnings.extend(warnings)
-    check, findings = checks.determinism_check(pairs)
-    result.checks["determinism"] = check
-    result.findings.extend(findings)
+        self.finish(ctx, session, artifact, result)
 
 
 def leak_refused(ctx, session, result, error, where):

@@ -173,8 +173,8 @@ def _spec(name, spec):
 
 class SavedModelFormat(Format):
     name = "saved_model"
+    title = "SavedModel"
     artifact = "saved_model"
-    directory = True
     invalid_what = "the SavedModel does not reload"
 
     def convert(self, session, reference):
@@ -183,8 +183,7 @@ class SavedModelFormat(Format):
             return export_saved_model(session.model, path, session.signature,
                                       session.function(reference))
         except Exception as e:
-            raise ConversionError(f"SavedModel export failed: {describe_error(e)}",
-                                  format=self.name) from e
+            raise ConversionError(f"SavedModel export failed: {describe_error(e)}") from e
 
     def read_graph(self, source, signature=None):
         return saved_model_graph(source, signature)
