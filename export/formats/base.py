@@ -55,10 +55,9 @@ def names():
 def check_formats(formats):
     """Normalise ``formats`` (a name, comma-separated names, or an iterable) to a tuple of
     registered format names."""
-    if isinstance(formats, str):
-        formats = [formats]
+    items = [formats] if isinstance(formats, str) else formats
     try:
-        asked = [part.strip() for item in formats for part in str(item).split(",") if part.strip()]
+        asked = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
     except TypeError:
         asked = None
     if not asked or any(n not in _REGISTRY for n in asked):
