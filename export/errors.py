@@ -29,6 +29,17 @@ _WRITE_ERRNOS = tuple(code for code in (errno.ENOSPC, errno.EFBIG, getattr(errno
                                         errno.EROFS) if code is not None)
 
 
+def refused_write(fmt, error):
+    """An OutputError saying that writing ``fmt``'s artifact failed, if ``error`` is a write the
+    filesystem refused (see :func:`write_failure`), else None: such an error is no format's
+    failure, and the other formats would meet it too."""
+    reason = write_failure(error)
+    if reason is None:
+        return None
+    return OutputError(f"writing the {fmt} artifact failed: {reason} (disk full, quota or "
+                       "file-size limit?)")
+
+
 def write_failure(exc):
     """The OS reason (``"No space left on device"``...) if ``exc`` or what caused it is a write
     the filesystem refused, else None.

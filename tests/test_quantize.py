@@ -15,7 +15,6 @@ import tensorflow as tf
 import tfdropblock
 from tfdropblock.export import InputError
 from tfdropblock.export.errors import ConversionError
-from tfdropblock.export.formatcheck import keras_outputs
 from tfdropblock.export.formats.onnx import _from_function, convert_onnx, onnx_graph
 from tfdropblock.export.formats.saved_model import ENDPOINT, export_saved_model
 from tfdropblock.export.formats.tflite import tflite_graph
@@ -26,7 +25,7 @@ from tfdropblock.export import formats
 from tfdropblock.export.formats.onnx import quantize_onnx
 from tfdropblock.export.formats.quantized import check_mode, verify_quantized
 from tfdropblock.export.formats.tflite import QuantizedTFLiteRunner, quantize_tflite
-from tfdropblock.export.pipeline import Session
+from tfdropblock.export.run import Run, keras_outputs
 from tfdropblock.export.settings import Settings
 from tfdropblock.export.signature import Signature
 
@@ -38,9 +37,8 @@ def quantize_model(model, fmt, mode, calibration):
     import tempfile
 
     with tempfile.TemporaryDirectory() as work:
-        session = Session(model, Signature.from_model(model), work,
-                          Settings(reference="export"), calibration=(calibration, "given"))
-        return session.get(f"{fmt}:{mode}"), session.get(f"{fmt}:{mode}", reference=True)
+        run = Run(model, work, Settings(reference="export"), calibration=(calibration, "given"))
+        return run.get(f"{fmt}:{mode}"), run.get(f"{fmt}:{mode}", reference=True)
 
 
 def compare_quantized(fmt, artifact, twin):

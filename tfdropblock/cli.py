@@ -86,7 +86,8 @@ def _positive(value):
 
 
 def build_parser():
-    from tfdropblock.export.formats.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+    from tfdropblock.export import formats as registry
+    from tfdropblock.export.formats import quantized
     from tfdropblock.export.report import FORMATS
     from tfdropblock.export.settings import DEFAULT_TIMEOUT, Settings
 
@@ -105,20 +106,14 @@ def build_parser():
                        help=f"parity absolute tolerance ({Settings.atol:g})")
         p.add_argument("--rtol", type=_non_negative, default=Settings.rtol,
                        help=f"parity relative tolerance ({Settings.rtol:g})")
-        p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                       help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} ({DEFAULT_OPSET})")
-        p.add_argument("--onnx-external-data", action="store_true", default=None,
-                       help="write the ONNX weights to model.onnx.data beside model.onnx "
-                            "(default: only for a model over the 2 GiB protobuf limit)")
         p.add_argument("--inputs", metavar="NPZ", help="example inputs (.npz, one array per "
                                                        "model input name); default: generated. "
                                                        "Also the int8 calibration data")
+        offered = ", ".join(f"{', '.join(modes)} ({registry.get(fmt).title or fmt})"
+                            for fmt, modes in quantized.modes().items())
         p.add_argument("--quantize", metavar="MODE[,MODE]",
-                       help="also quantize: float16, dynamic, int8 (TFLite), dynamic, int8 "
-                            "(ONNX); each requested format gets the modes it has, each "
-                            "checked as its own format (tflite:int8, ...)")
-        p.add_argument("--int8-io", action="store_true",
-                       help="TFLite int8 with integer inputs and outputs (default: float)")
+                       help=f"also quantize: {offered}; each requested format gets the modes "
+                            "it has, each checked as its own format (tflite:int8, ...)")
         p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE "
                                                       "('-': stdout)")
         p.add_argument("--unsafe", action="store_true", help="load the model with "
@@ -131,6 +126,17 @@ def build_parser():
         p.add_argument("--jobs", type=int, default=None, help="formats converted at once "
                                                               "(default: one per CPU)")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+        for fmt in registry.names():  # each format's own options, as a group of their own
+            flagged = [o for o in registry.get(fmt).options if o.flag]
+            group = p.add_argument_group(f"{registry.get(fmt).title or fmt} options") \
+                if flagged else None
+            for option in flagged:
+                if option.type is None:
+                    group.add_argument(option.flag, dest=option.name, action="store_true",
+                                       default=option.default, help=option.help)
+                else:
+                    group.add_argument(option.flag, dest=option.name, type=option.type,
+                                       default=option.default, help=option.help)
 
     p = sub.add_parser("verify", help="export a model and check DropBlock folds away")
     p.add_argument("model", nargs="?", metavar="MODEL.keras",
@@ -300,11 +306,10 @@ def _run_verify(args, out_dir, write):
                              "tflite in --formats.")
         with _json_with_artifacts(args) as committed:
             report = verify(args.model, formats=args.formats, inputs=inputs, atol=args.atol,
-                            rtol=args.rtol, opset=args.opset, out_dir=out_dir,
-                            onnx_external_data=args.onnx_external_data,
+                            rtol=args.rtol, out_dir=out_dir, **_format_options(args),
                             safe_mode=not args.unsafe, isolate=True, timeout=args.timeout,
                             jobs=args.jobs, write=write, imports=imports,
-                            quantize=args.quantize, int8_io=args.int8_io,
+                            quantize=args.quantize,
                             progress=_progress(args))
         args.json_committed = bool(committed)
         return report
@@ -362,6 +367,14 @@ def _json_with_artifacts(args):
                               "was written") from None
 
     return committed_with(stage)
+
+
+def _format_options(args):
+    """The formats' options the CLI has flags for, as ``verify`` takes them."""
+    from tfdropblock.export import formats
+
+    return {name: getattr(args, name) for name, option in formats.options().items()
+            if option.flag and hasattr(args, name)}
 
 
 def _verify(args):

@@ -5,9 +5,9 @@ SavedModel) and ``onnx`` (:mod:`.onnx`) register themselves on import, in that o
 with its quantized variants (:mod:`.quantized`).
 """
 
-from tfdropblock.export.formats.base import (Format, check_formats, detect, get, groups, names,
-                                             register, unregister)
+from tfdropblock.export.formats.base import (Format, Option, check_formats, detect, get, groups,
+                                             names, options, register, unregister)
 from tfdropblock.export.formats import saved_model, tflite, onnx  # noqa: E402,F401  (register)
 
-__all__ = ["Format", "check_formats", "detect", "get", "groups", "names", "register",
-           "unregister"]
+__all__ = ["Format", "Option", "check_formats", "detect", "get", "groups", "names", "options",
+           "register", "unregister"]

@@ -33,7 +33,7 @@ from tfdropblock._files import write_bytes
 from tfdropblock.export.calibration import check_calibration
 from tfdropblock.export.checks import MAX_DIFFERENCES, TwinComparison
 from tfdropblock.export.errors import ConversionError, InputError
-from tfdropblock.export.formats.base import Format, read_bytes, register
+from tfdropblock.export.formats.base import Format, Option, read_bytes, register
 from tfdropblock.export.formats.quantized import check_mode, register_variants
 from tfdropblock.export.graphs import Graph, is_tf_random
 
@@ -81,7 +81,7 @@ def convert_onnx(model, signature, opset=DEFAULT_OPSET, function=None):
     """The raw ``onnx.ModelProto`` tf2onnx produces (possibly holding unsupported ops).
 
     ``function``: the traced inference function to convert (default: a new
-    :meth:`Signature.flat_function`); a session passes the one it already traced.
+    :meth:`Signature.flat_function`); a run passes the one it already traced.
     """
     check_opset(opset)
     fn = function if function is not None else signature.flat_function(model)
@@ -800,16 +800,24 @@ class OnnxFormat(Format):
     artifact = "model.onnx"
     companions = (ONNX_DATA,)
     modes = ONNX_MODES
+    options = (
+        Option("opset", DEFAULT_OPSET, lambda value: check_opset(value), flag="--opset",
+               type=int, help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} ({DEFAULT_OPSET})"),
+        Option("onnx_external_data", None, lambda value: check_external_data(value),
+               flag="--onnx-external-data",
+               help="write the ONNX weights to model.onnx.data beside model.onnx (default: only "
+                    "for a model over the 2 GiB protobuf limit)"),
+    )
     refused_by = "tf2onnx"
     invalid_what = "onnx.checker (full_check) or ONNX Runtime rejects the model"
 
-    def convert(self, session, reference):
+    def convert(self, run, reference):
         """The raw ModelProto; written to disk only when it holds no unconverted op."""
-        settings = session.settings
-        proto = convert_onnx(session.model, session.signature, settings.opset,
-                             function=session.function(reference))
+        settings = run.settings
+        proto = convert_onnx(run.model, run.signature, settings.option("opset"),
+                             function=run.function(reference))
         if not onnx_graph(proto).unsupported_ops:
-            save_onnx(proto, session.path(self.name, reference), settings.onnx_external_data)
+            save_onnx(proto, run.path(self.name, reference), settings.option("onnx_external_data"))
         return proto
 
     def read_graph(self, source, signature=None):
@@ -821,20 +829,20 @@ class OnnxFormat(Format):
     def sniff(self, path, head):
         return path.suffix.lower() == ".onnx"
 
-    def conversion(self, artifact, graph, session):
+    def conversion(self, artifact, graph, run):
         """Ops tf2onnx left unconverted fail the conversion; those that are not random ops (a
         converter limit, not a leak) block the format."""
         left = graph.unsupported_ops
-        return ({"opset": session.settings.opset, "unconverted_ops": left},
+        return ({"opset": run.settings.option("opset"), "unconverted_ops": left},
                 [op for op in left if not self.is_random_op(op)])
 
     def blocked_by(self, artifact, ops):
         return blocked_by(artifact, ops)
 
-    def runtimes(self, ctx, session, artifact):
+    def runtimes(self, run, artifact):
         import onnx
 
-        path = session.path(self.name)
+        path = run.path(self.name)
         details = {"checker": "full_check", "external_data": (path.parent / ONNX_DATA).exists()}
         io = onnx_io(artifact)
         # What was written is what is checked: by path, which is also the only way the checker
@@ -843,22 +851,22 @@ class OnnxFormat(Format):
         onnx.checker.check_model(str(path) if path.exists() else artifact, full_check=True)
         return io, details, ort_runners(source)
 
-    def exportable(self, session, artifact):
+    def exportable(self, run, artifact):
         left = onnx_graph(artifact).unsupported_ops
         if left:
             raise ConversionError(blocked_by(artifact, left))
         # A graph input the model lacks (a captured constant made an input) cannot be fed.
         inputs = [t["name"] for t in onnx_io(artifact)["inputs"]]
-        if sorted(inputs) != sorted(session.signature.names):
+        if sorted(inputs) != sorted(run.signature.names):
             raise ConversionError(f"tf2onnx made graph inputs {inputs}, not the model's "
-                                  f"{session.signature.names}")
+                                  f"{run.signature.names}")
 
 
     # -- quantized variants ----------------------------------------------------------------
 
-    def quantize(self, session, mode, reference, calibration):
-        quantized = quantize_onnx(session.get(self.name, reference), mode, calibration)
-        write_bytes(session.path(f"{self.name}:{mode}", reference), quantized.SerializeToString())
+    def quantize(self, run, mode, reference, calibration):
+        quantized = quantize_onnx(run.get(self.name, reference), mode, calibration)
+        write_bytes(run.path(f"{self.name}:{mode}", reference), quantized.SerializeToString())
         return quantized
 
     def quantized_runtimes(self, artifact):

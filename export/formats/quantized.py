@@ -90,22 +90,22 @@ def check_quantize(quantize, formats, arg="quantize"):
                                             every.index(n.split(":")[1]))))
 
 
-def calibration(session):
-    """The int8 calibration batches of ``session`` and how they were made (see the module
-    docstring): the session's own when it was given some, else made once and kept there."""
-    if session.calibration is None:
-        signature, settings = session.signature, session.settings
+def calibration(run):
+    """The int8 calibration batches of ``run`` and how they were made (see the module
+    docstring): the run's own when it was given some, else made once and kept there."""
+    if run.calibration is None:
+        signature, settings = run.signature, run.settings
         if settings.inputs is not None:
-            session.calibration = ([signature.name_inputs(settings.inputs)], "user inputs")
+            run.calibration = ([signature.name_inputs(settings.inputs)], "user inputs")
         else:
-            distribution = session.generated
+            distribution = run.generated
             kwargs = {"distribution": distribution} if distribution else {}
-            session.calibration = (
+            run.calibration = (
                 [signature.generate(CALIBRATION_ROWS, CALIBRATION_SEED + settings.seed + i,
                                     **kwargs) for i in range(CALIBRATION_BATCHES)],
                 f"generated: {CALIBRATION_BATCHES} batches of {CALIBRATION_ROWS}"
                 + (f" ({distribution})" if distribution else ""))
-    return session.calibration
+    return run.calibration
 
 
 class QuantizedFormat(Format):
@@ -127,12 +127,12 @@ class QuantizedFormat(Format):
     def float_format(self):
         return get(self.base)
 
-    def convert(self, session, reference):
+    def convert(self, run, reference):
         from tfdropblock._util import describe_error
 
-        batches = calibration(session)[0] if self.mode == "int8" else None
+        batches = calibration(run)[0] if self.mode == "int8" else None
         try:
-            return self.float_format.quantize(session, self.mode, reference, batches)
+            return self.float_format.quantize(run, self.mode, reference, batches)
         except (ConversionError, InputError):
             raise
         except Exception as e:
@@ -145,38 +145,38 @@ class QuantizedFormat(Format):
     def is_random_op(self, op):
         return self.float_format.is_random_op(op)
 
-    def conversion(self, artifact, graph, session):
+    def conversion(self, artifact, graph, run):
         return {"bytes": _size(artifact), "mode": self.mode}, []
 
-    def runtimes(self, ctx, session, artifact):
+    def runtimes(self, run, artifact):
         runners = self.float_format.quantized_runtimes(artifact)
-        for run in runners.values():
-            run(ctx.batches[0])  # loads is not enough: it must run
+        for runner in runners.values():
+            runner(run.batches[0])  # loads is not enough: it must run
         return None, {"runtimes": sorted(runners)}, runners
 
-    def compare(self, ctx, session, artifact, runs, result):
-        twin = session.get(self.name, reference=True)
-        twin_runs = {label: [run(b) for b in ctx.batches]
-                     for label, run in self.float_format.quantized_runtimes(twin).items()}
+    def compare(self, run, artifact, runs, result):
+        twin = run.get(self.name, reference=True)
+        twin_runs = {label: [runner(b) for b in run.batches]
+                     for label, runner in self.float_format.quantized_runtimes(twin).items()}
         comparison = self.float_format.twin_comparison(artifact, twin)
         check, findings = checks.twin_check(comparison, runs, twin_runs, self.base)
-        check.details["reference"] = session.reference_how
+        check.details["reference"] = run.reference_how
         result.checks["twin"] = check
         result.findings.extend(findings)
-        limits = thresholds_for(ctx.thresholds if ctx.thresholds is not None else self.mode)
-        check, findings, warnings = quality_check(runs, ctx.expected, limits, ctx.batches)
+        limits = thresholds_for(run.thresholds if run.thresholds is not None else self.mode)
+        check, findings, warnings = quality_check(runs, run.expected, limits, run.batches)
         result.checks["quality"] = check
         result.findings.extend(findings)
         result.warnings.extend(warnings)
 
-    def finish(self, ctx, session, artifact, result):
+    def finish(self, run, artifact, result):
         extra, warnings = self.float_format.quantized_checks(self.mode, artifact)
         result.checks.update(extra)
         result.warnings.extend(warnings)
         result.quantization = {
             "format": self.base, "mode": self.mode, "bytes": _size(artifact),
-            "calibration": calibration(session)[1] if self.mode == "int8" else None,
-            "int8_io": None, **self.float_format.quantization_info(session, self.mode)}
+            "calibration": calibration(run)[1] if self.mode == "int8" else None,
+            "int8_io": None, **self.float_format.quantization_info(run, self.mode)}
 
 
 def _size(artifact):
@@ -210,24 +210,26 @@ def verify_quantized(fmt, mode, artifact, twin, inputs, expected, *, layer_names
                          f"{len(expected)} batches of Keras outputs; expected the same number, "
                          "at least one.")
     variant = get(f"{fmt}:{mode}")
-    given = _Given(artifact, twin)
-    evidence = types.SimpleNamespace(batches=list(inputs), expected=list(expected),
-                                     layer_names=layer_names, io=None,
-                                     thresholds=thresholds_for(thresholds or mode))
+    given = _Given(artifact, twin, list(inputs), list(expected), layer_names,
+                   thresholds_for(thresholds or mode))
     result = FormatResult(variant.name)
-    variant.check(evidence, given, result, lambda message: None)
+    variant.check(given, result, lambda message: None)
     return result.settle()
 
 
 class _Given:
-    """The slice of a session :meth:`Format.check` reads, over two artifacts already made."""
+    """The slice of a :class:`~tfdropblock.export.run.Run` that :meth:`Format.check` reads,
+    over two artifacts already made and Keras's outputs already computed."""
 
     reference_how = "given"
     calibration = (None, "given")
+    io = None  # the runtimes feed and return what Keras does
 
-    def __init__(self, artifact, twin):
+    def __init__(self, artifact, twin, batches, expected, layer_names, thresholds):
         self._artifacts = {False: artifact, True: twin}
-        self.settings = types.SimpleNamespace(int8_io=None)
+        self.batches, self.expected = batches, expected
+        self.layer_names, self.thresholds = layer_names, thresholds
+        self.settings = types.SimpleNamespace(option=lambda name: None)
 
     def get(self, name, reference=False):
         return self._artifacts[reference]

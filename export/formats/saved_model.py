@@ -177,11 +177,11 @@ class SavedModelFormat(Format):
     artifact = "saved_model"
     invalid_what = "the SavedModel does not reload"
 
-    def convert(self, session, reference):
-        path = session.path(self.name, reference)
+    def convert(self, run, reference):
+        path = run.path(self.name, reference)
         try:
-            return export_saved_model(session.model, path, session.signature,
-                                      session.function(reference))
+            return export_saved_model(run.model, path, run.signature,
+                                      run.function(reference))
         except Exception as e:
             raise ConversionError(f"SavedModel export failed: {describe_error(e)}") from e
 
@@ -201,7 +201,7 @@ class SavedModelFormat(Format):
             raise InputError(f"{path}: pass the SavedModel directory, not its saved_model.pb.")
         return False
 
-    def runtimes(self, ctx, session, artifact):
+    def runtimes(self, run, artifact):
         runner = SavedModelRunner(artifact)
         return runner.io(), {"reloaded": True}, {"saved_model (reloaded)": runner}
 

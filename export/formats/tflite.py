@@ -24,7 +24,7 @@ from tfdropblock._files import write_bytes
 from tfdropblock.export.calibration import check_calibration
 from tfdropblock.export.checks import MAX_DIFFERENCES, TwinComparison
 from tfdropblock.export.errors import ConversionError, InputError
-from tfdropblock.export.formats.base import Format, read_bytes, register
+from tfdropblock.export.formats.base import Format, Option, check_bool, read_bytes, register
 from tfdropblock.export.formats.quantized import check_mode, register_variants
 from tfdropblock.export.formats.saved_model import ENDPOINT, read_saved_model
 from tfdropblock.export.graphs import Graph, is_tf_random
@@ -507,19 +507,25 @@ class TFLiteFormat(Format):
     artifact = "model.tflite"
     converts_from = "saved_model"
     modes = TFLITE_MODES
+    options = (
+        Option("tflite_select_tf_ops", False, bool,
+               help="allow TensorFlow (Flex) ops, which the standard LiteRT runtime refuses"),
+        Option("int8_io", False, check_bool("int8_io"), flag="--int8-io", quantized_only=True,
+               help="TFLite int8 with integer inputs and outputs (default: float)"),
+    )
     refused_by = "TFLite converter (builtin ops only)"
     invalid_what = ("the model does not load and run in the LiteRT interpreter (builtin ops, "
                     "no default delegate)")
 
-    def convert(self, session, reference):
-        saved = session.get(self.converts_from, reference)
+    def convert(self, run, reference):
+        saved = run.get(self.converts_from, reference)
         try:
-            content = convert_tflite(saved, session.settings.tflite_select_tf_ops)
+            content = convert_tflite(saved, run.settings.option("tflite_select_tf_ops"))
         except ConversionError:
             raise
         except Exception as e:
             raise ConversionError(f"TFLite conversion failed: {describe_error(e)}") from e
-        write_bytes(session.path(self.name, reference), content)
+        write_bytes(run.path(self.name, reference), content)
         return content
 
     def read_graph(self, source, signature=None):
@@ -531,23 +537,23 @@ class TFLiteFormat(Format):
     def sniff(self, path, head):
         return path.suffix.lower() == ".tflite" or head[4:8] == b"TFL3"
 
-    def conversion(self, artifact, graph, session):
+    def conversion(self, artifact, graph, run):
         return {"bytes": len(artifact)}, []
 
-    def runtimes(self, ctx, session, artifact):
+    def runtimes(self, run, artifact):
         runner = TFLiteRunner(artifact)
         io = runner.io()
-        if {t["name"] for t in io["inputs"]} == {t["name"] for t in ctx.io["inputs"]}:
-            runner(ctx.batches[0])  # loads is not enough: it must run
+        if {t["name"] for t in io["inputs"]} == {t["name"] for t in run.io["inputs"]}:
+            runner(run.batches[0])  # loads is not enough: it must run
         return io, {"interpreter": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}, {"litert": runner}
 
 
     # -- quantized variants ----------------------------------------------------------------
 
-    def quantize(self, session, mode, reference, calibration):
-        data = quantize_tflite(session.get("saved_model", reference), mode, calibration,
-                               int8_io=session.settings.int8_io)
-        write_bytes(session.path(f"{self.name}:{mode}", reference), data)
+    def quantize(self, run, mode, reference, calibration):
+        data = quantize_tflite(run.get("saved_model", reference), mode, calibration,
+                               int8_io=run.settings.option("int8_io"))
+        write_bytes(run.path(f"{self.name}:{mode}", reference), data)
         return data
 
     def quantized_runtimes(self, artifact):
@@ -570,8 +576,8 @@ class TFLiteFormat(Format):
             "accelerator cannot run this model")] if floating else []
         return {"coverage": check}, warnings_
 
-    def quantization_info(self, session, mode):
-        return {"int8_io": bool(session.settings.int8_io) if mode == "int8" else None}
+    def quantization_info(self, run, mode):
+        return {"int8_io": run.settings.option("int8_io") if mode == "int8" else None}
 
 
 TFLITE = register(TFLiteFormat())
