@@ -277,7 +277,9 @@ class Format:
             raise
 
     def check(self, run, result, say):
-        """Convert, then check structure, validity, parity and determinism into ``result``."""
+        """The one check sequence, into ``result``: convert, then conversion, structure,
+        validity, the comparison with Keras (:meth:`compare`), determinism, and what the
+        format adds (:meth:`finish`)."""
         artifact = self.converted(run, result)
         if artifact is None:
             return
