@@ -23,14 +23,10 @@ def content_findings(graph, layer_names=None, check="structure"):
             "inference must be deterministic: a layer draws noise at inference time"))
     for what, where, why in graph.hazards:
         findings.append(Finding(check, what, where, why))
-    for op in graph.flex_ops:
-        findings.append(Finding(
-            check, f"Flex op {op}", graph.entry,
-            "needs the TensorFlow Flex delegate, which LiteRT's builtin runtime lacks"))
-    for op in graph.unsupported_ops:
-        findings.append(Finding(
-            check, f"unconverted op {op} in the default ONNX domain", graph.entry,
-            "tf2onnx could not lower it (continue_on_error): the model is invalid"))
+    for ops, (what, why) in ((graph.flex_ops, graph.flex_finding),
+                             (graph.unsupported_ops, graph.unsupported_finding)):
+        for op in ops:
+            findings.append(Finding(check, what.format(op=op), graph.entry, why))
     matches = scope_matcher(layer_names)
     hits = [(where, name) for where, name in graph.names if matches(name)]
     for where, name in hits[:MAX_NAME_FINDINGS]:

@@ -52,6 +52,11 @@ class Graph:
     # (what, where, why) of hazards a reader found that are no op type of their own, such as an
     # ONNX Dropout whose training_mode is not a constant False.
     hazards: list = dataclasses.field(default_factory=list)
+    # What the reader's format makes of a Flex op and of an op its converter left unconverted:
+    # (what, with {op} in it; why), for the findings, which name no format themselves.
+    flex_finding: tuple = ("Flex op {op}", "needs the TensorFlow Flex delegate")
+    unsupported_finding: tuple = ("unconverted op {op}", "the converter could not lower it: "
+                                                         "the model is invalid")
     # The reader's format's rule: whether an op type draws random numbers.
     is_random: Callable[[str], bool] = dataclasses.field(default=None, repr=False,
                                                          compare=False)

@@ -346,7 +346,7 @@ def _json_bytes(report_dict):
 
 def _json_with_artifacts(args):
     """Where a run moves artifacts into ``--out``, its ``--json`` report is written beside its
-    destination first and renamed in with them (``verifier.committed_with``): a report that
+    destination first and renamed in with them (``staging.committed_with``): a report that
     cannot be written stops the run before anything moves, and never replaces the output of
     a run that then reports failure. Yields a list, non-empty once the report went in."""
     import contextlib

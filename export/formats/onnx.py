@@ -359,7 +359,10 @@ def onnx_graph(path_or_proto):
     return Graph("onnx", reader.ops, reader.names,
                  unsupported_ops=sorted(set(reader.unsupported)),
                  entry=f"graph (opset {reader.opset.get('', '?')})",
-                 sites=dict(reader.sites), hazards=reader.hazards, is_random=_is_random)
+                 sites=dict(reader.sites), hazards=reader.hazards, is_random=_is_random,
+                 unsupported_finding=(
+                     "unconverted op {op} in the default ONNX domain",
+                     "tf2onnx could not lower it (continue_on_error): the model is invalid"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -246,7 +246,9 @@ def tflite_graph(path_or_bytes):
     except _Corrupt as e:
         raise InputError(f"{where}: corrupted TFLite flatbuffer ({e}).") from None
     return Graph("tflite", ops, names, flex_ops=sorted(set(flex)), entry="all subgraphs",
-                 is_random=is_tflite_random)
+                 is_random=is_tflite_random, flex_finding=(
+                     "Flex op {op}", "needs the TensorFlow Flex delegate, which LiteRT's builtin "
+                                     "runtime lacks"))
 
 
 def is_tflite_random(op):
