@@ -85,16 +85,16 @@ def child_main(conn, job):
     os.environ["TMPDIR"] = tempfile.tempdir = tmp
     try:
         from tfdropblock.export.errors import InputError, OutputError
-        from tfdropblock.export.formatcheck import make_context, run_format
+        from tfdropblock.export.formatcheck import check_each
         from tfdropblock.export.loading import import_modules, load_model
-        from tfdropblock.export.pipeline import Session
+        from tfdropblock.export.run import Run
 
         try:
             import_modules(job.imports)
             model = default_model() if job.model is None else load_model(job.model,
                                                                          job.safe_mode)
-            ctx = make_context(model, job.settings,
-                               job.model or "tfdropblock.models.default_model()")
+            run = Run(model, job.work, job.settings,
+                      source=job.model or "tfdropblock.models.default_model()").choose_inputs()
         except InputError as e:
             conn.send(Failed(INPUT, str(e)))
             return
@@ -102,16 +102,14 @@ def child_main(conn, job):
             conn.send(Failed(INPUT, f"the model cannot run in Keras on its inputs: "
                                     f"{describe_error(e)}"))
             return
-        session = Session(model, ctx.signature, job.work, job.settings)
-        for fmt in job.formats:
-            try:
-                result = run_format(ctx, session, fmt, progress=lambda f, message: conn.send(
-                    Progress(f, message)))
-            except OutputError as e:
-                conn.send(Failed(OUTPUT, str(e)))
-                return
-            conn.send(Done(fmt, result.to_dict(), ctx.model_info(),
-                           str(session.path(fmt).parent)))
+        say = lambda fmt, message: conn.send(Progress(fmt, message))  # noqa: E731
+        try:
+            for fmt, result in check_each(run, job.formats, say):
+                conn.send(Done(fmt, result.to_dict(), run.model_info(),
+                               str(run.path(fmt).parent)))
+        except OutputError as e:
+            conn.send(Failed(OUTPUT, str(e)))
+            return
     except BaseException as e:  # anything else is this child's formats' error, not the parent's
         with contextlib.suppress(Exception):
             conn.send(Failed(ERROR, describe_error(e)))

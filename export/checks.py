@@ -1,6 +1,9 @@
-"""The checks themselves: structure against the identity reference, parity, determinism."""
+"""The checks themselves: structure against the identity reference, parity, the identity
+twin of a quantized artifact, determinism."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -8,6 +11,7 @@ from tfdropblock.export.graphs import scope_matcher
 from tfdropblock.export.report import CheckResult, Finding
 
 MAX_NAME_FINDINGS = 5
+MAX_DIFFERENCES = 8  # twin differences listed
 
 
 def content_findings(graph, layer_names=None, check="structure"):
@@ -19,14 +23,10 @@ def content_findings(graph, layer_names=None, check="structure"):
             "inference must be deterministic: a layer draws noise at inference time"))
     for what, where, why in graph.hazards:
         findings.append(Finding(check, what, where, why))
-    for op in graph.flex_ops:
-        findings.append(Finding(
-            check, f"Flex op {op}", graph.entry,
-            "needs the TensorFlow Flex delegate, which LiteRT's builtin runtime lacks"))
-    for op in graph.unsupported_ops:
-        findings.append(Finding(
-            check, f"unconverted op {op} in the default ONNX domain", graph.entry,
-            "tf2onnx could not lower it (continue_on_error): the model is invalid"))
+    for ops, (what, why) in ((graph.flex_ops, graph.flex_finding),
+                             (graph.unsupported_ops, graph.unsupported_finding)):
+        for op in ops:
+            findings.append(Finding(check, what.format(op=op), graph.entry, why))
     matches = scope_matcher(layer_names)
     hits = [(where, name) for where, name in graph.names if matches(name)]
     for where, name in hits[:MAX_NAME_FINDINGS]:
@@ -320,6 +320,47 @@ def io_check(expected, actual, where):
 def _names(names, limit=4):
     shown = ", ".join(repr(n) for n in names[:limit])
     return shown + (f", ... {len(names) - limit} more" if len(names) > limit else "")
+
+
+@dataclasses.dataclass
+class TwinComparison:
+    """Whether a quantized artifact is its identity twin's. ``identical``: same ops, tensors,
+    weights, scales and zero points (names aside); ``byte_identical``: the files are equal;
+    ``differences``: the first differences found, as text; ``compared``: tensors (TFLite) or
+    nodes and initializers (ONNX) compared."""
+
+    identical: bool
+    byte_identical: bool
+    differences: list
+    compared: int
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def twin_check(comparison, runs, twin_runs, where):
+    """A quantized artifact against its identity twin quantized the same way: ``comparison``
+    (a :class:`TwinComparison`) must find them identical, and the two must give bit-identical
+    outputs (``runs``, ``twin_runs``: {runtime label: [named outputs per batch]})."""
+    findings = [Finding("twin", f"differs from the identity twin quantized the same way: {d}",
+                        where, "DropBlock changed the quantized model (weights, scales or ops): "
+                        "it did not fold away before quantization, or was active during "
+                        "calibration")
+                for d in comparison.differences]
+    mismatched = []
+    for label, batches in twin_runs.items():
+        for k, (mine, theirs) in enumerate(zip(runs[label], batches)):
+            for name in mine:
+                a, b = np.asarray(mine[name]), np.asarray(theirs.get(name))
+                if a.shape != b.shape or a.tobytes() != b.tobytes():
+                    mismatched.append(f"{label}, batch {k}, output {name!r}")
+    if mismatched:
+        findings.append(Finding(
+            "twin", f"outputs differ from the identity twin's: {', '.join(mismatched[:3])}"
+                    + (f" and {len(mismatched) - 3} more" if len(mismatched) > 3 else ""), where,
+            "the model and its DropBlock-free twin must compute bit-identical outputs"))
+    return CheckResult(not findings, {**comparison.to_dict(),
+                                      "outputs_bit_identical": not mismatched}), findings
 
 
 def determinism_check(pairs):

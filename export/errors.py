@@ -15,16 +15,7 @@ class InputError(ExportKitError, ValueError):
 
 
 class ConversionError(ExportKitError, RuntimeError):
-    """A converter or runtime failed (CLI exit status 3).
-
-    ``format`` names the artifact format; ``unsupported_ops`` lists the TensorFlow ops a converter
-    could not lower, when it said so.
-    """
-
-    def __init__(self, message, format=None, unsupported_ops=()):
-        super().__init__(message)
-        self.format = format
-        self.unsupported_ops = tuple(unsupported_ops)
+    """A converter or runtime failed (CLI exit status 3)."""
 
 
 class OutputError(InputError):
@@ -36,6 +27,17 @@ class OutputError(InputError):
 # errno values that mean "the filesystem refused to store this", whoever hit them.
 _WRITE_ERRNOS = tuple(code for code in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", None),
                                         errno.EROFS) if code is not None)
+
+
+def refused_write(fmt, error):
+    """An OutputError saying that writing ``fmt``'s artifact failed, if ``error`` is a write the
+    filesystem refused (see :func:`write_failure`), else None: such an error is no format's
+    failure, and the other formats would meet it too."""
+    reason = write_failure(error)
+    if reason is None:
+        return None
+    return OutputError(f"writing the {fmt} artifact failed: {reason} (disk full, quota or "
+                       "file-size limit?)")
 
 
 def write_failure(exc):

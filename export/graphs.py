@@ -2,9 +2,8 @@
 point, and the node/tensor names, read from the raw file (never from a runtime, which
 optimises ops away and would hide a leak).
 
-The format-neutral part: :class:`Graph`, the DropBlock name-scope matcher, and
-:func:`graph_of` / :func:`detect_format`, which dispatch to each format's reader
-(:mod:`tfdropblock.export.formats`).
+The format-neutral part: :class:`Graph`, which each format's reader fills (with that
+format's rule for what a random op is), and the DropBlock name-scope matcher.
 """
 
 from __future__ import annotations
@@ -13,9 +12,7 @@ import collections
 import dataclasses
 import functools
 import re
-
-from tfdropblock._util import describe_error
-from tfdropblock.export.errors import InputError
+from typing import Callable
 
 # Stateful and stateless TensorFlow random ops, and the RNG state ops they come with: the rule
 # of every format that can hold TensorFlow ops (SavedModel; TFLite Flex ops; ops tf2onnx left).
@@ -23,6 +20,13 @@ TF_RANDOM = re.compile(
     r"Random|^Stateless(TruncatedNormal|Multinomial|ParameterizedTruncatedNormal|Shuffle)"
     r"|^Stateful(Uniform|StandardNormal|TruncatedNormal)|^Rng|Multinomial$"
     r"|^(TruncatedNormal|ParameterizedTruncatedNormal)$")
+
+
+
+def is_tf_random(op):
+    """Whether a TensorFlow op type draws random numbers (or is an RNG state op)."""
+    return bool(TF_RANDOM.search(op))
+
 
 # Without the model only Keras's default DropBlock names can be told apart (drop_block2d,
 # drop_block2d_1, plus the _N that tracing appends): a looser pattern also matches model scopes
@@ -48,9 +52,21 @@ class Graph:
     # (what, where, why) of hazards a reader found that are no op type of their own, such as an
     # ONNX Dropout whose training_mode is not a constant False.
     hazards: list = dataclasses.field(default_factory=list)
+    # What the reader's format makes of a Flex op and of an op its converter left unconverted:
+    # (what, with {op} in it; why), for the findings, which name no format themselves.
+    flex_finding: tuple = ("Flex op {op}", "needs the TensorFlow Flex delegate")
+    unsupported_finding: tuple = ("unconverted op {op}", "the converter could not lower it: "
+                                                         "the model is invalid")
+    # The reader's format's rule: whether an op type draws random numbers.
+    is_random: Callable[[str], bool] = dataclasses.field(default=None, repr=False,
+                                                         compare=False)
+
+    def __post_init__(self):
+        if self.is_random is None:
+            self.is_random = is_tf_random
 
     def random_ops(self):
-        return sorted(op for op in self.ops if is_random_op(self.format, op))
+        return sorted(op for op in self.ops if self.is_random(op))
 
     def where(self, op, limit=3):
         """The entry point, plus the first ``limit`` nodes holding ``op`` when known."""
@@ -60,12 +76,6 @@ class Graph:
         more = f" and {len(sites) - limit} more" if len(sites) > limit else ""
         return f"{self.entry}: {'; '.join(sites[:limit])}{more}"
 
-
-def is_random_op(fmt, op):
-    """Whether ``op`` is a random op by format ``fmt``'s rule."""
-    from tfdropblock.export import formats
-
-    return formats.get(fmt).is_random_op(op)
 
 
 def scope_matcher(layer_names=None, other_layers=None):
@@ -142,36 +152,3 @@ def _split_scope(path):
     """``"a/b/db"`` -> ``("b", "db")``; a bare name has no known parent."""
     parts = [p for p in str(path).split("/") if p]
     return (parts[-2] if len(parts) > 1 else None), (parts[-1] if parts else str(path))
-
-
-def graph_of(path, fmt=None, signature=None):
-    """The graph of the artifact at ``path``, read by ``fmt``'s reader (default: detected).
-
-    The boundary of the parsers for files from elsewhere: whatever a corrupted file makes a
-    parser raise is that file's InputError, never another exception.
-    """
-    from tfdropblock.export import formats
-
-    fmt = fmt or detect_format(path)
-    reader = formats.get(fmt)
-    try:
-        return reader.read_graph(path, signature)
-    except InputError:
-        raise
-    except RecursionError:
-        raise InputError(f"{path}: cannot parse this {fmt} artifact (nested too deeply).") \
-            from None
-    except MemoryError:
-        raise InputError(f"{path}: cannot parse this {fmt} artifact (sizes beyond memory).") \
-            from None
-    except Exception as e:  # a parser gap: still this file's error, with what went wrong
-        raise InputError(f"{path}: cannot parse this {fmt} artifact "
-                         f"({describe_error(e, 300)}).") from None
-
-
-def detect_format(path):
-    """The name of the format of the artifact at ``path``; InputError if none is."""
-    from tfdropblock.export import formats
-
-    return formats.detect(path)
-

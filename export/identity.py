@@ -14,7 +14,7 @@ import collections
 import contextlib
 
 from tfdropblock._compat import flatten_layers
-from tfdropblock.schedule import dropblock_layers
+from tfdropblock import dropblock_layers
 
 _MISSING = object()
 

@@ -25,16 +25,16 @@ from pathlib import Path
 from tfdropblock._compat import tf_initialized
 from tfdropblock.export import formats as registry
 from tfdropblock.export._child import ERROR, INPUT, OUTPUT, Done, Failed, Job, Progress, child_main
-from tfdropblock.export.atomic import held_signals
+from tfdropblock._files import held_signals
 from tfdropblock.export.errors import InputError
 from tfdropblock.export.formatcheck import build_report
-from tfdropblock.export.loading import check_model_file, import_modules
+from tfdropblock.export.loading import check_model_file
 from tfdropblock.export.report import ERROR as ERROR_STATUS
 from tfdropblock.export.report import FormatResult
+from tfdropblock.export.settings import DEFAULT_TIMEOUT
 from tfdropblock.export import staging
 from tfdropblock.export.staging import output_error, workspace
 
-DEFAULT_TIMEOUT = 600
 
 
 def fork_is_safe():
@@ -55,7 +55,6 @@ def verify_isolated(model_path, formats, settings, out_dir=None, safe_mode=True,
     jobs = jobs or min(len(registry.groups(formats)), os.cpu_count() or 1)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise InputError(f"Invalid jobs={jobs!r}: expected an int >= 1.")
-    import_modules(imports)
     method = start_method or ("fork" if fork_is_safe() else "spawn")
     if method not in ("fork", "spawn"):
         raise InputError(f"Invalid start_method={method!r}: expected 'fork' or 'spawn'.")

@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import stat
+import sys
 import zipfile
 from pathlib import Path
 
@@ -14,23 +15,6 @@ from tfdropblock._util import describe_error
 from tfdropblock.export.errors import InputError
 
 MAX_CONFIG_BYTES = 64 * 2**20
-
-
-def check_formats(formats):
-    """Normalise ``formats`` (a name, comma-separated names, or an iterable) to a tuple of
-    registered format names."""
-    from tfdropblock.export.formats import names as registered
-
-    if isinstance(formats, str):
-        formats = [formats]
-    try:
-        names = [part.strip() for item in formats for part in str(item).split(",") if part.strip()]
-    except TypeError:
-        names = None
-    if not names or any(n not in registered() for n in names):
-        raise InputError(f"Invalid formats={formats!r}: expected one or more of "
-                         f"{registered()}.")
-    return tuple(dict.fromkeys(names))
 
 
 def import_modules(names):
@@ -133,3 +117,77 @@ def check_model_file(path):
         raise InputError(f"{path}: corrupted .keras archive (bad CRC in {bad!r}).")
     return path
 
+
+# -- --import, and what a model that fails to load lacks --------------------------------------
+
+def importable(names):
+    """``--import`` values as module names that this process and its children can import.
+
+    The console script's ``sys.path`` starts with its own bin folder, not the current folder,
+    so a module next to the user's model was not found: the current folder goes at the end of
+    ``sys.path``, where it cannot shadow an installed module. A path to a ``.py`` file names
+    that file: its folder goes first on ``sys.path``, and on ``PYTHONPATH`` for the children
+    (spawned ones start a fresh interpreter; forked ones inherit ``sys.path``).
+    """
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    modules = []
+    for name in names:
+        if not (name.endswith(".py") or os.sep in name):
+            modules.append(name)
+            continue
+        path = os.path.abspath(name)
+        folder, module = os.path.dirname(path), os.path.basename(path)[:-len(".py")]
+        if not os.path.isfile(path) or not name.endswith(".py"):
+            raise InputError(f"--import {name}: no such .py file (or give a module name).")
+        loaded = getattr(sys.modules.get(module), "__file__", None)
+        if not module.isidentifier() or (loaded and os.path.abspath(loaded) != path):
+            raise InputError(f"--import {name}: cannot import it as module {module!r} "
+                             f"({'taken by ' + loaded if loaded else 'not a valid name'}); "
+                             "rename the file.")
+        sys.path.insert(0, folder)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [folder, os.environ.get("PYTHONPATH")]))
+        modules.append(module)
+    return modules
+
+
+def with_import_hint(error, model):
+    """A model that failed to load because Keras lacks one of its classes: which, and the
+    ``--import`` that registers it (Keras's own message names only the outer model)."""
+    missing = unregistered_classes(model) if "cannot load the model" in str(error) else []
+    if not missing:
+        return str(error)
+    classes = ", ".join(f"{name!r} (module {module!r})" for name, module in missing)
+    modules = sorted({module for _, module in missing if module != "__main__"})
+    how = " ".join(f"--import {m}" for m in modules) or "--import FILE.py"
+    return (f"{model}: cannot load the model: Keras does not know its "
+            f"class{'es' if len(missing) > 1 else ''} {classes}: pass {how} (a module in the "
+            "current folder or on PYTHONPATH, or a .py file) to register "
+            f"{'them' if len(missing) > 1 else 'it'}.")
+
+
+def unregistered_classes(model):
+    """``[(class_name, module)]`` of the custom classes in a ``.keras`` file's config that no
+    module imported so far registered with Keras (Keras itself imports only its own)."""
+    import keras
+
+    try:
+        with zipfile.ZipFile(model) as z:
+            config = json.loads(z.read("config.json"))
+    except Exception:  # not a readable .keras: the loading error stands as it is
+        return []
+    found, stack = [], [config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+            name, module = item.get("class_name"), item.get("module")
+            if isinstance(name, str) and isinstance(module, str) and module.split(".")[0] not in (
+                    "keras", "keras_hub", "keras_cv", "keras_nlp", "builtins"):
+                key = item.get("registered_name") or name
+                if keras.saving.get_registered_object(key) is None and (name, module) not in found:
+                    found.append((name, module))
+    return found

@@ -11,49 +11,10 @@ Per output, over every batch given (concatenated along the batch axis):
   share of rows whose top class is Keras's (a row whose top Keras score is tied counts as
   agreeing when the artifact picks any of the tied classes); None for other outputs.
 
-Default thresholds (:data:`THRESHOLDS`), which every output must meet:
-
-========  ========  ======  =====
-mode      SNR (dB)  cosine  top-1
-========  ========  ======  =====
-float16   30        0.999   0.9
-dynamic   8         0.9     --
-int8      8         0.9     --
-========  ========  ======  =====
-
-They are floors that catch a broken quantization, not accuracy targets; tighten them with your
-own :class:`Thresholds` for a trained model (e.g. ``Thresholds(20, 0.99, 0.9)``). Measured on
-the reference models (``tfdropblock.models``, seeded untrained weights, standard normal inputs;
-int8 calibrated on 8 batches of 8, evaluated on 32 other rows; LiteRT 2.3 without default
-delegates, ONNX Runtime 1.32 CPU at both levels, on an AVX2 CPU), SNR in dB, TFLite float16 /
-dynamic / int8, ONNX dynamic / int8:
-
-* ``default_model`` (ResNet-50 layout, 64x64, 10 classes), logits: 66 / 38 / 33 / 25 / 31,
-  cosine >= 0.9988, top-1 0.91 .. 1.0; with its softmax: 53 / 25 / 22 / 18.5 / 16.3;
-* ``sequence_dropblock`` (1024 x 1, softmax): 61 / 29 / 28 / 20 / 27, top-1 1.0;
-* ``volume_dropblock`` (8 x 56 x 56 x 3, softmax): 68 / 43 / 32 / 32 / 34, top-1 1.0;
-* ``mobilenet_v2_dropblock`` at 224 x 224, 1000 classes, logits (BatchNorm statistics
-  re-estimated, see below): 41 / 15 / 12.6 / 11.6 / 11.1, cosine >= 0.962, top-1 only 0.13 ..
-  0.47: 1000 untrained, nearly tied logits swap places under any noise, so top-1 is not
-  judged by default for dynamic and int8 (it is reported);
-* the same MobileNetV2 with its softmax in int8: 0.7 dB, top-1 0.0 in both TFLite and ONNX:
-  1000 probabilities around 0.001 on an int8 output scale of 1/256 mostly round to 0. A
-  real failure, and flagged: ship int8 classifiers with logits outputs.
-
-Failures these floors are for, on ``default_model`` (int8, logits): calibration batches 20x
-too small (clipped ranges) give 1.7 dB, 5x too small 3.3 dB, while cosine (0.97) and top-1
-(0.97) barely move: SNR is the metric that sees clipping. Ranges 5x too wide give 20 dB.
-float16 measured 41 .. 85 dB everywhere, hence 30 dB (3 % RMS error).
-
-What these metrics cannot be trusted to see is a DropBlock active during calibration: it
-widens activation ranges by at most 1 / keep_prob (11 % at rate 0.1), far less than the 5x
-above, and no more than another choice of calibration batches would. That is proved instead
-by the quantized model being bit-identical to its identity twin (:mod:`.quantize`).
-
-Seeded MobileNetV2s (random BatchNorm statistics) ignore their input: each inverted residual
-block shrinks the input-dependent part about 10x, so rows differ by 1e-7 and every comparison
-is degenerate (flagged, see below); re-estimating the moving statistics from the activations,
-as training does, makes them usable.
+The default floors per mode are :data:`THRESHOLDS`: they catch a broken quantization, they are
+not accuracy targets. What they were measured on, and the failures they are for:
+``docs/QUANTIZATION.md``. A DropBlock active during calibration is not what these metrics can
+see (it widens activation ranges by at most 1 / keep_prob): the ``twin`` check proves that.
 
 A comparison that cannot fail proves nothing and is flagged, never passed: an empty Keras
 output, NaN or infinite Keras values, a constant Keras output (all zeros included: any

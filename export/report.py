@@ -185,12 +185,29 @@ def versions():
     return out
 
 
+# Checks without a column: the conversion shows as the row's result and error line, the
+# quantized coverage as its warnings.
+_NO_COLUMN = ("conversion", "coverage")
+
+
+def columns(results):
+    """The table's check columns: the float formats' sequence, with every other check the
+    results hold placed before the next column it precedes in its own result (a quantized
+    format's twin and quality come before determinism)."""
+    shown = list(CHECKS[1:])
+    for result in results:
+        names = [name for name in result.checks if name not in _NO_COLUMN]
+        for i, name in enumerate(names):
+            if name not in shown:
+                later = next((n for n in names[i + 1:] if n in shown), None)
+                shown.insert(shown.index(later) if later else len(shown), name)
+    return shown
+
+
 def format_table(report):
     """A terminal table: one row per format, one column per check, then the findings."""
-    shown_checks = list(CHECKS[1:])
-    if any(r.quantization for r in report.formats.values()):
-        shown_checks[-1:-1] = ["twin", "quality"]  # quantized rows: these instead of parity
-    columns = ("format", *shown_checks, "result")
+    shown_checks = columns(report.formats.values())
+    header = ("format", *shown_checks, "result")
     rows = []
     for name, r in report.formats.items():
         cells = [name]
@@ -211,9 +228,9 @@ def format_table(report):
                 cells.append("FAIL")
         cells.append(r.status.upper())
         rows.append(cells)
-    widths = [max(len(str(x)) for x in col) for col in zip(columns, *rows)]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
-    out = [line(columns), line("-" * w for w in widths), *map(line, rows)]
+    out = [line(header), line("-" * w for w in widths), *map(line, rows)]
     names = report.model.get("dropblock_layers", [])
     shown = ", ".join(names[:4]) + (f", ... {len(names) - 4} more" if len(names) > 4 else "")
     out.insert(0, f"model {report.model.get('name')!r}: {len(names)} DropBlock layer(s)"

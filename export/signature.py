@@ -83,7 +83,7 @@ class Signature:
     def flat_function(self, model):
         """A tf.function of the flat inputs (in ``names`` order) returning a dict of named
         outputs: the inference function every format is converted from, traced once per
-        session. Its input signature is :meth:`endpoint`'s, flattened."""
+        run. Its input signature is :meth:`endpoint`'s, flattened."""
         import tensorflow as tf
 
         def fn(*flat):

@@ -1,7 +1,7 @@
 """The one staging and commit flow of ``export``, ``verify`` and the isolated ``verify``.
 
 Every run converts into a :func:`workspace` (a staging directory beside ``out_dir``, or a
-private temporary directory when nothing is to be kept), one sub-directory per session, and
+private temporary directory when nothing is to be kept), one sub-directory per run, and
 ends, when there is an ``out_dir``, with one :func:`commit` of the artifacts it keeps: all of
 them for ``export``, those the write policy selects (:func:`select`) for ``verify``. See
 :mod:`tfdropblock.export.atomic` for what the renames guarantee.
@@ -14,7 +14,8 @@ import contextvars
 from pathlib import Path
 
 from tfdropblock.export import formats
-from tfdropblock.export.atomic import commit_many, held_signals, staging_dir, work_dir
+from tfdropblock._files import held_signals
+from tfdropblock.export.atomic import commit_many, staging_dir, work_dir
 from tfdropblock.export.errors import OutputError
 from tfdropblock.export.report import PASSED
 

@@ -5,19 +5,21 @@ from __future__ import annotations
 import os
 
 from tfdropblock.export.errors import InputError, OutputError
-from tfdropblock.export.formatcheck import build_report, make_context, run_format
+from tfdropblock.export.formatcheck import build_report, check_each
 from tfdropblock.export.formats.onnx import DEFAULT_OPSET
 from tfdropblock.export.formats.quantized import check_quantize
-from tfdropblock.export.loading import check_formats, import_modules, load_model
-from tfdropblock.export.pipeline import Session
+from tfdropblock.export.formats import check_formats
+from tfdropblock.export.loading import import_modules, load_model
+from tfdropblock.export.run import Run
 from tfdropblock.export.report import FORMATS
-from tfdropblock.export.settings import WRITE_POLICIES, Settings, check_choice
+from tfdropblock.export.settings import DEFAULT_TIMEOUT, WRITE_POLICIES, Settings, check_choice
 from tfdropblock.export import staging
 from tfdropblock.export.staging import output_error, workspace
 
 
 def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_signature=None,
-           opset=DEFAULT_OPSET, out_dir=None, safe_mode=True, isolate=False, timeout=600,
+           opset=DEFAULT_OPSET, out_dir=None, safe_mode=True, isolate=False,
+           timeout=DEFAULT_TIMEOUT,
            jobs=None, seed=0, tflite_select_tf_ops=False, onnx_external_data=None,
            write="passed", imports=(), reference="auto", quantize=None, int8_io=False,
            progress=None):
@@ -71,13 +73,15 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
         OutputError (an InputError): ``out_dir`` or the work directory cannot be written, or
             the filesystem refused a write (disk full, quota, file-size limit).
     """
+    import_modules(imports)  # first: a module may register a format
     formats = check_formats(formats)
     variants = check_quantize(quantize, formats)
     formats = tuple(dict.fromkeys(formats + variants))
-    settings = Settings(inputs=inputs, atol=atol, rtol=rtol, input_signature=input_signature,
-                        opset=opset, seed=seed, tflite_select_tf_ops=tflite_select_tf_ops,
-                        reference=reference, onnx_external_data=onnx_external_data,
-                        quantize=variants, int8_io=int8_io)
+    settings = Settings.make(inputs=inputs, atol=atol, rtol=rtol,
+                             input_signature=input_signature, seed=seed, reference=reference,
+                             quantize=variants, opset=opset,
+                             tflite_select_tf_ops=tflite_select_tf_ops,
+                             onnx_external_data=onnx_external_data, int8_io=int8_io)
     check_choice("write", write, WRITE_POLICIES)
     if isolate:
         from tfdropblock.export.isolation import verify_isolated
@@ -88,17 +92,15 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
         return verify_isolated(model, formats, settings, out_dir=out_dir, safe_mode=safe_mode,
                                timeout=timeout, jobs=jobs, progress=progress, write=write,
                                imports=imports)
-    import_modules(imports)
     source = str(model) if isinstance(model, (str, os.PathLike)) else None
     model = load_model(model, safe_mode)
-    ctx = make_context(model, settings, source)
     with workspace(out_dir) as work:
-        session = Session(model, ctx.signature, work, settings)
+        run = Run(model, work, settings, source=source).choose_inputs()
         try:
-            results = {fmt: run_format(ctx, session, fmt, progress) for fmt in formats}
+            results = dict(check_each(run, formats, progress))
         except OutputError as e:
             raise output_error(out_dir, e) from None
-        report = build_report(ctx.model_info(), results, settings)
+        report = build_report(run.model_info(), results, settings)
         staging.commit_passed(report, {fmt: work / "main" for fmt in formats}, out_dir, write)
     return report
 

@@ -4,7 +4,7 @@ temporary files; faults in one format do not stop the others (in-process raise).
 import pytest
 
 from tfdropblock.export import ConversionError, export, verify
-from tfdropblock.export.atomic import commit, staging_dir
+from tfdropblock.export.atomic import commit_many, staging_dir
 from fault_injection import FAULT_ENV
 
 
@@ -90,7 +90,7 @@ def test_commit_replaces_files_and_directories(tmp_path):
         (stage / "saved_model").mkdir()
         (stage / "saved_model" / "new").write_text("new")
         (stage / "model.onnx").write_text("new")
-        commit(stage, out, ["saved_model", "model.onnx"])
+        commit_many(out, [(stage / n, n) for n in ("saved_model", "model.onnx")])
     assert sorted(p.name for p in (out / "saved_model").iterdir()) == ["new"]
     assert (out / "model.onnx").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -26,7 +26,7 @@ from tfdropblock.export import (ConversionError, InputError, OutputError, export
                                 verify)
 from tfdropblock.export import atomic
 from tfdropblock.export.formats import onnx as onnx_export
-from tfdropblock.export.atomic import commit, staging_dir
+from tfdropblock.export.atomic import commit_many, staging_dir
 from tfdropblock.export.formats.onnx import load_onnx
 from tfdropblock.export.formats.tflite import tflite_graph
 
@@ -273,7 +273,7 @@ def test_concurrent_commits_never_show_a_missing_half_or_mixed_artifact(tmp_path
     out = tmp_path / "out"
     with staging_dir(out) as stage:
         _stage_artifacts(stage, "initial")
-        commit(stage, out, ["saved_model", "model.onnx"])
+        commit_many(out, [(stage / n, n) for n in ("saved_model", "model.onnx")])
     stop = threading.Event()
     errors, reads = [], [0]
 
@@ -282,7 +282,7 @@ def test_concurrent_commits_never_show_a_missing_half_or_mixed_artifact(tmp_path
             for i in range(60):
                 with staging_dir(out) as stage:
                     _stage_artifacts(stage, f"{name}-{i}")
-                    commit(stage, out, ["saved_model", "model.onnx"])
+                    commit_many(out, [(stage / n, n) for n in ("saved_model", "model.onnx")])
         except Exception as e:  # reported below, with the reader's
             errors.append(f"writer {name}: {type(e).__name__}: {e}")
 

@@ -43,7 +43,7 @@ def test_detect_by_name_then_by_content(tmp_path):
                                           ("seed", 1.5), ("onnx_external_data", "yes")])
 def test_settings_refuse_bad_values(field, value):
     with pytest.raises(InputError, match=f"Invalid {field}="):
-        Settings(**{field: value})
+        Settings.make(**{field: value})
 
 
 def test_settings_report():

@@ -15,17 +15,34 @@ import tensorflow as tf
 import tfdropblock
 from tfdropblock.export import InputError
 from tfdropblock.export.errors import ConversionError
-from tfdropblock.export.formatcheck import keras_outputs
 from tfdropblock.export.formats.onnx import _from_function, convert_onnx, onnx_graph
 from tfdropblock.export.formats.saved_model import ENDPOINT, export_saved_model
 from tfdropblock.export.formats.tflite import tflite_graph
 from tfdropblock.export.identity import dropblock_names, dropblocks_as_identity
 from tfdropblock.export.metrics import (THRESHOLDS, Thresholds, output_metrics,
                                         quality_check)
-from tfdropblock.export.quantize import (QuantizedTFLiteRunner, check_mode, compare_quantized,
-                                         quantize_model, quantize_onnx, quantize_tflite,
-                                         verify_quantized)
+from tfdropblock.export import formats
+from tfdropblock.export.formats.onnx import quantize_onnx
+from tfdropblock.export.formats.quantized import check_mode, verify_quantized
+from tfdropblock.export.formats.tflite import QuantizedTFLiteRunner, quantize_tflite
+from tfdropblock.export.run import Run, keras_outputs
+from tfdropblock.export.settings import Settings
 from tfdropblock.export.signature import Signature
+
+
+def quantize_model(model, fmt, mode, calibration):
+    """``(artifact, twin)``: ``model`` and its identity twin, both exported and quantized as
+    ``fmt:mode`` on the same ``calibration`` batches, as a verification run makes them (the
+    twin always exported for real, so the comparison is not of one conversion with itself)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as work:
+        run = Run(model, work, Settings(reference="export"), calibration=(calibration, "given"))
+        return run.get(f"{fmt}:{mode}"), run.get(f"{fmt}:{mode}", reference=True)
+
+
+def compare_quantized(fmt, artifact, twin):
+    return formats.get(fmt).twin_comparison(artifact, twin)
 
 
 def small_cnn(dropblock_cls=tfdropblock.DropBlock2D, name="small_cnn"):
@@ -103,7 +120,7 @@ def test_tflite_quantized_model_is_its_identity_twin(cnn, mode, int8_io):
     result = verify_quantized("tflite", mode, artifact, twin, cnn["inputs"], cnn["expected"],
                               layer_names=cnn["names"])
     assert result.ok, str(result)
-    checks = {"structure", "validity", "twin", "quality", "determinism"}
+    checks = {"conversion", "structure", "validity", "twin", "quality", "determinism"}
     assert set(result.checks) == (checks | {"coverage"} if mode == "int8" else checks)
     details = result.checks["twin"].details
     assert details["identical"] and details["byte_identical"] and details["outputs_bit_identical"]

@@ -54,10 +54,11 @@ def models(tmp_path_factory):
     return root
 
 
-def test_modes_match_the_quantization_core():
-    from tfdropblock.export.quantize import MODES
+def test_modes_come_from_the_formats():
+    from tfdropblock.export.formats.onnx import ONNX_MODES
+    from tfdropblock.export.formats.tflite import TFLITE_MODES
 
-    assert quantized.MODES == {k: tuple(v) for k, v in MODES.items()}
+    assert quantized.modes() == {"tflite": TFLITE_MODES, "onnx": ONNX_MODES}
     assert check_quantize("int8", ("tflite", "onnx")) == ("tflite:int8", "onnx:int8")
     assert check_quantize(("float16", "int8"), ("saved_model", "tflite", "onnx")) == (
         "tflite:float16", "tflite:int8", "onnx:int8")

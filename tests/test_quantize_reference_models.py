@@ -4,7 +4,7 @@ artifact is bit-identical to its DropBlock-free twin quantized the same way."""
 import pytest
 
 from tfdropblock.export import verify
-from tfdropblock.export.formats.quantized import ALL_MODES as MODES
+from tfdropblock.export.formats.quantized import all_modes
 
 
 def _reference_models():
@@ -25,7 +25,7 @@ def _reference_models():
 @pytest.mark.parametrize("name", sorted(_reference_models()))
 def test_reference_model_folds_away_in_every_quantized_mode(name):
     model = _reference_models()[name]()
-    report = verify(model, formats=("tflite", "onnx"), quantize=MODES)
+    report = verify(model, formats=("tflite", "onnx"), quantize=all_modes())
     quantized = {f: r for f, r in report.formats.items() if ":" in f}
     assert set(quantized) == {"tflite:float16", "tflite:dynamic", "tflite:int8",
                               "onnx:dynamic", "onnx:int8"}

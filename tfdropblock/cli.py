@@ -40,16 +40,6 @@ def _fail(message, code):
     raise _Exit(message, code)
 
 
-def _formats(value):
-    from tfdropblock.export.loading import check_formats
-    from tfdropblock.export.errors import InputError
-
-    try:
-        return check_formats(value)
-    except InputError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def _version():
     """``tfdropblock X.Y.Z`` and the stack's versions, from the installed metadata: importing
     TensorFlow to ask it would take seconds."""
@@ -96,7 +86,10 @@ def _positive(value):
 
 
 def build_parser():
+    from tfdropblock.export import formats as registry
+    from tfdropblock.export.formats import quantized
     from tfdropblock.export.report import FORMATS
+    from tfdropblock.export.settings import DEFAULT_TIMEOUT, Settings
 
     parser = _Parser(prog=PROG, description="DropBlock for Keras 3: check that it folds away "
                                             "in SavedModel, TFLite and ONNX exports.")
@@ -106,25 +99,21 @@ def build_parser():
     sub.required = True
 
     def common(p):
-        p.add_argument("--formats", type=_formats, default=FORMATS, metavar="FORMAT[,FORMAT]",
-                       help=f"formats to export and check (default: {','.join(FORMATS)})")
-        p.add_argument("--atol", type=_non_negative, default=1e-5, help="parity absolute "
-                                                                        "tolerance (1e-5)")
-        p.add_argument("--rtol", type=_non_negative, default=1e-4, help="parity relative "
-                                                                        "tolerance (1e-4)")
-        p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13 to 18 (17)")
-        p.add_argument("--onnx-external-data", action="store_true", default=None,
-                       help="write the ONNX weights to model.onnx.data beside model.onnx "
-                            "(default: only for a model over the 2 GiB protobuf limit)")
+        p.add_argument("--formats", default=",".join(FORMATS), metavar="FORMAT[,FORMAT]",
+                       help=f"formats to export and check (default: {','.join(FORMATS)}; a "
+                            "module given to --import may register more)")
+        p.add_argument("--atol", type=_non_negative, default=Settings.atol,
+                       help=f"parity absolute tolerance ({Settings.atol:g})")
+        p.add_argument("--rtol", type=_non_negative, default=Settings.rtol,
+                       help=f"parity relative tolerance ({Settings.rtol:g})")
         p.add_argument("--inputs", metavar="NPZ", help="example inputs (.npz, one array per "
                                                        "model input name); default: generated. "
                                                        "Also the int8 calibration data")
+        offered = ", ".join(f"{', '.join(modes)} ({registry.get(fmt).title or fmt})"
+                            for fmt, modes in quantized.modes().items())
         p.add_argument("--quantize", metavar="MODE[,MODE]",
-                       help="also quantize: float16, dynamic, int8 (TFLite), dynamic, int8 "
-                            "(ONNX); each requested format gets the modes it has, each "
-                            "checked as its own format (tflite:int8, ...)")
-        p.add_argument("--int8-io", action="store_true",
-                       help="TFLite int8 with integer inputs and outputs (default: float)")
+                       help=f"also quantize: {offered}; each requested format gets the modes "
+                            "it has, each checked as its own format (tflite:int8, ...)")
         p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE "
                                                       "('-': stdout)")
         p.add_argument("--unsafe", action="store_true", help="load the model with "
@@ -132,11 +121,22 @@ def build_parser():
         p.add_argument("--import", dest="imports", action="append", default=[],
                        metavar="MODULE", help="import MODULE first (registers custom layers); "
                                               "repeatable")
-        p.add_argument("--timeout", type=_positive, default=600,
-                       help="seconds allowed to each format's converter (600)")
+        p.add_argument("--timeout", type=_positive, default=DEFAULT_TIMEOUT,
+                       help=f"seconds allowed to each format's converter ({DEFAULT_TIMEOUT})")
         p.add_argument("--jobs", type=int, default=None, help="formats converted at once "
                                                               "(default: one per CPU)")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+        for fmt in registry.names():  # each format's own options, as a group of their own
+            flagged = [o for o in registry.get(fmt).options if o.flag]
+            group = p.add_argument_group(f"{registry.get(fmt).title or fmt} options") \
+                if flagged else None
+            for option in flagged:
+                if option.type is None:
+                    group.add_argument(option.flag, dest=option.name, action="store_true",
+                                       default=option.default, help=option.help)
+                else:
+                    group.add_argument(option.flag, dest=option.name, type=option.type,
+                                       default=option.default, help=option.help)
 
     p = sub.add_parser("verify", help="export a model and check DropBlock folds away")
     p.add_argument("model", nargs="?", metavar="MODEL.keras",
@@ -179,7 +179,9 @@ def main(argv=None):
     # TensorFlow's C++ start-up log would bury the report; failures reach us as exceptions.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     _printable_paths()
-    previous = _catch_stop_signals()
+    from tfdropblock.export import stopping
+
+    previous = stopping.catch_stop_signals()
     try:
         args = build_parser().parse_args(argv)
         _check_outputs(args)
@@ -191,7 +193,7 @@ def main(argv=None):
             print(str(e), file=sys.stderr)
         return e.code
     except KeyboardInterrupt as e:
-        _STOP["decided"] = True
+        stopping.decided()
         signum = getattr(e, "signum", signal.SIGINT)
         print(f"{PROG}: {'terminated' if signum == signal.SIGTERM else 'interrupted'}",
               file=sys.stderr)
@@ -205,47 +207,7 @@ def main(argv=None):
               "TFDROPBLOCK_DEBUG=1 for the traceback)", file=sys.stderr)
         return EXIT_ERROR
     finally:
-        _release_stop_signals(previous, own_process=argv is None)
-
-
-# SIGINT and SIGTERM stop a run (exit 130 / 143) until its outcome is decided: from the moment
-# artifacts start moving into place (atomic.commits_begun() grows), or main() is returning.
-_STOP = {"decided": False, "commits": 0}
-
-
-class _Interrupted(KeyboardInterrupt):
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _on_stop(signum, frame):
-    from tfdropblock.export.atomic import commits_begun
-
-    # Renames cannot be undone: a stop now would report 130 over a replaced output.
-    if _STOP["decided"] or commits_begun() > _STOP["commits"]:
-        return
-    raise _Interrupted(signum)
-
-
-def _catch_stop_signals():
-    import threading
-
-    from tfdropblock.export.atomic import STOP_SIGNALS, commits_begun
-
-    _STOP.update(decided=False, commits=commits_begun())
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {signum: signal.signal(signum, _on_stop) for signum in STOP_SIGNALS}
-
-
-def _release_stop_signals(previous, own_process):
-    _STOP["decided"] = True
-    if own_process:  # the status is decided: a late signal must not turn it into a traceback
-        return
-    for signum, handler in previous.items():
-        if handler is not None:
-            signal.signal(signum, handler)
+        stopping.release_stop_signals(previous, own_process=argv is None)
 
 
 def _printable_paths():
@@ -328,8 +290,13 @@ def _load_inputs(path):
 def _run_verify(args, out_dir, write):
     from tfdropblock.export import ExportKitError, InputError, verify
     from tfdropblock.export.formats.quantized import check_quantize
+    from tfdropblock.export.formats import check_formats
+    from tfdropblock.export.loading import import_modules, importable, with_import_hint
 
     try:
+        imports = importable(args.imports)
+        import_modules(imports)  # what they register (layers, formats) counts from here on
+        args.formats = check_formats(args.formats)
         inputs = _load_inputs(args.inputs) if args.inputs else None
         if args.jobs is not None and args.jobs < 1:
             raise InputError(f"Invalid --jobs={args.jobs}: expected an int >= 1.")
@@ -339,97 +306,19 @@ def _run_verify(args, out_dir, write):
                              "tflite in --formats.")
         with _json_with_artifacts(args) as committed:
             report = verify(args.model, formats=args.formats, inputs=inputs, atol=args.atol,
-                            rtol=args.rtol, opset=args.opset, out_dir=out_dir,
-                            onnx_external_data=args.onnx_external_data,
+                            rtol=args.rtol, out_dir=out_dir, **_format_options(args),
                             safe_mode=not args.unsafe, isolate=True, timeout=args.timeout,
-                            jobs=args.jobs, write=write, imports=_importable(args.imports),
-                            quantize=args.quantize, int8_io=args.int8_io,
+                            jobs=args.jobs, write=write, imports=imports,
+                            quantize=args.quantize,
                             progress=_progress(args))
         args.json_committed = bool(committed)
         return report
     except InputError as e:
-        _fail(f"{PROG}: error: {_with_import_hint(e, args.model)}", EXIT_USAGE)
+        _fail(f"{PROG}: error: {with_import_hint(e, args.model)}", EXIT_USAGE)
     except ExportKitError as e:
         _fail(f"{PROG}: error: {e}", EXIT_ERROR)
     except OSError as e:
         _fail(f"{PROG}: error: {e.filename or ''}: {e.strerror or e}", EXIT_USAGE)
-
-
-def _importable(names):
-    """``--import`` values as module names that this process and its children can import.
-
-    The console script's ``sys.path`` starts with its own bin folder, not the current folder,
-    so a module next to the user's model was not found: the current folder goes at the end of
-    ``sys.path``, where it cannot shadow an installed module. A path to a ``.py`` file names
-    that file: its folder goes first on ``sys.path``, and on ``PYTHONPATH`` for the children
-    (spawned ones start a fresh interpreter; forked ones inherit ``sys.path``).
-    """
-    from tfdropblock.export.errors import InputError
-
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
-    modules = []
-    for name in names:
-        if not (name.endswith(".py") or os.sep in name):
-            modules.append(name)
-            continue
-        path = os.path.abspath(name)
-        folder, module = os.path.dirname(path), os.path.basename(path)[:-len(".py")]
-        if not os.path.isfile(path) or not name.endswith(".py"):
-            raise InputError(f"--import {name}: no such .py file (or give a module name).")
-        loaded = getattr(sys.modules.get(module), "__file__", None)
-        if not module.isidentifier() or (loaded and os.path.abspath(loaded) != path):
-            raise InputError(f"--import {name}: cannot import it as module {module!r} "
-                             f"({'taken by ' + loaded if loaded else 'not a valid name'}); "
-                             "rename the file.")
-        sys.path.insert(0, folder)
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [folder, os.environ.get("PYTHONPATH")]))
-        modules.append(module)
-    return modules
-
-
-def _with_import_hint(error, model):
-    """A model that failed to load because Keras lacks one of its classes: which, and the
-    ``--import`` that registers it (Keras's own message names only the outer model)."""
-    missing = _unregistered_classes(model) if "cannot load the model" in str(error) else []
-    if not missing:
-        return str(error)
-    classes = ", ".join(f"{name!r} (module {module!r})" for name, module in missing)
-    modules = sorted({module for _, module in missing if module != "__main__"})
-    how = " ".join(f"--import {m}" for m in modules) or "--import FILE.py"
-    return (f"{model}: cannot load the model: Keras does not know its "
-            f"class{'es' if len(missing) > 1 else ''} {classes}: pass {how} (a module in the "
-            "current folder or on PYTHONPATH, or a .py file) to register "
-            f"{'them' if len(missing) > 1 else 'it'}.")
-
-
-def _unregistered_classes(model):
-    """``[(class_name, module)]`` of the custom classes in a ``.keras`` file's config that no
-    module imported so far registered with Keras (Keras itself imports only its own)."""
-    import zipfile
-
-    import keras
-
-    try:
-        with zipfile.ZipFile(model) as z:
-            config = json.loads(z.read("config.json"))
-    except Exception:  # not a readable .keras: the loading error stands as it is
-        return []
-    found, stack = [], [config]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-            name, module = item.get("class_name"), item.get("module")
-            if isinstance(name, str) and isinstance(module, str) and module.split(".")[0] not in (
-                    "keras", "keras_hub", "keras_cv", "keras_nlp", "builtins"):
-                key = item.get("registered_name") or name
-                if keras.saving.get_registered_object(key) is None and (name, module) not in found:
-                    found.append((name, module))
-    return found
 
 
 def _emit(args, report_dict, table):
@@ -440,9 +329,11 @@ def _emit(args, report_dict, table):
     if table:
         print(table)
     if args.json and not getattr(args, "json_committed", False):
-        from tfdropblock.export.atomic import write_bytes
+        from tfdropblock._files import write_bytes
 
-        _STOP["decided"] = True  # a report once renamed in must not be followed by exit 130
+        from tfdropblock.export.stopping import decided
+
+        decided()  # a report once renamed in must not be followed by exit 130
         try:
             write_bytes(args.json, _json_bytes(report_dict))
         except OSError as e:
@@ -455,12 +346,12 @@ def _json_bytes(report_dict):
 
 def _json_with_artifacts(args):
     """Where a run moves artifacts into ``--out``, its ``--json`` report is written beside its
-    destination first and renamed in with them (``verifier.committed_with``): a report that
+    destination first and renamed in with them (``staging.committed_with``): a report that
     cannot be written stops the run before anything moves, and never replaces the output of
     a run that then reports failure. Yields a list, non-empty once the report went in."""
     import contextlib
 
-    from tfdropblock.export.atomic import stage_bytes
+    from tfdropblock._files import stage_bytes
     from tfdropblock.export.errors import OutputError
     from tfdropblock.export.staging import committed_with
 
@@ -476,6 +367,14 @@ def _json_with_artifacts(args):
                               "was written") from None
 
     return committed_with(stage)
+
+
+def _format_options(args):
+    """The formats' options the CLI has flags for, as ``verify`` takes them."""
+    from tfdropblock.export import formats
+
+    return {name: getattr(args, name) for name, option in formats.options().items()
+            if option.flag and hasattr(args, name)}
 
 
 def _verify(args):

@@ -8,7 +8,7 @@ import io
 import numpy as np
 
 from tfdropblock import ops as _ops
-from tfdropblock.export.atomic import write_bytes
+from tfdropblock._files import write_bytes
 from tfdropblock.gamma import expected_drop_fraction, gamma_for
 
 MAX_CHANNELS = 16

@@ -1,11 +1,13 @@
 """The artifact formats, one module each, and their registry (see :mod:`.base`).
 
 ``saved_model`` (:mod:`.saved_model`), ``tflite`` (:mod:`.tflite`, converted from the
-SavedModel) and ``onnx`` (:mod:`.onnx`) register themselves on import, in that order.
+SavedModel) and ``onnx`` (:mod:`.onnx`) register themselves on import, in that order, each
+with its quantized variants (:mod:`.quantized`).
 """
 
-from tfdropblock.export.formats.base import Format, detect, get, groups, names, register
+from tfdropblock.export.formats.base import (Format, Option, check_formats, detect, get, groups,
+                                             names, options, register, unregister)
 from tfdropblock.export.formats import saved_model, tflite, onnx  # noqa: E402,F401  (register)
-from tfdropblock.export.formats import quantized  # noqa: E402,F401  (tflite:int8, ...)
 
-__all__ = ["Format", "detect", "get", "groups", "names", "register"]
+__all__ = ["Format", "Option", "check_formats", "detect", "get", "groups", "names", "options",
+           "register", "unregister"]

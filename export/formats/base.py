@@ -1,35 +1,72 @@
 """What a format is, the registry of formats, and the verification every format goes through.
 
 A :class:`Format` says everything the kit needs to know about one artifact format: its file
-name and companion files, how a :class:`~tfdropblock.export.pipeline.Session` converts to it
-(and from which other format's artifact), how its graph is read from the raw artifact, which
-of its ops are random, how files of it are recognised, and which runtimes load and run it for
-the validity, parity and determinism checks. :meth:`Format.check` runs those checks in the
-same order for every format. The registry (:func:`register`, :func:`get`) is what the
-session, :func:`~tfdropblock.export.formatcheck.run_format`, ``inspect``'s graph reading and
-format detection, and the isolated runner's grouping read.
-
-A variant of a format is one subclass and one :func:`register`: the quantized formats
-(``tflite:int8``, ``onnx:int8``, ... in :mod:`.quantized`) are built that way.
+name and companion files, how a :class:`~tfdropblock.export.run.Run` converts to it (and from
+which other format's artifact), how its graph is read from the raw artifact, which of its ops
+are random, how files of it are recognised, which runtimes load and run it, and, for a format
+with quantized modes, how it quantizes. :meth:`Format.check` is the one check sequence, the
+same for every format, float or quantized. The registry (:func:`register`, :func:`get`) is what
+the run, :func:`~tfdropblock.export.formatcheck.run_format`, ``inspect`` and the isolated
+runner's grouping read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any, Callable
 
 from tfdropblock._util import describe_error
 from tfdropblock.export import checks
 from tfdropblock.export.errors import ConversionError, InputError
+from tfdropblock.export.loading import check_regular_file
 from tfdropblock.export.report import CheckResult, Finding
 
 _REGISTRY = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One option of a format, as polygraphy gives each backend its argument group.
+
+    ``name`` is the keyword of ``verify``/``export`` and the key in ``Settings.options`` and in
+    the report's ``settings``; ``check`` returns the value validated (InputError naming it)
+    and normalised; ``flag`` is the CLI flag (None: library only), a switch when
+    ``default`` is a bool or None, else typed by ``type``."""
+
+    name: str
+    default: Any
+    check: Callable[[Any], Any]
+    help: str = ""
+    flag: str | None = None
+    type: Callable[[str], Any] | None = None
+    quantized_only: bool = False  # an option of the quantized variants: reported when quantizing
+
+
+def check_bool(name):
+    """The ``check`` of a True/False option ``name``."""
+    def check(value):
+        if not isinstance(value, bool):
+            raise InputError(f"Invalid {name}={value!r}: expected True or False.")
+        return value
+
+    return check
+
+
+def options():
+    """{name: Option} of every registered format's options, in registration order."""
+    return {option.name: option for name in names() for option in _REGISTRY[name].options}
 
 
 def register(fmt):
     """Add ``fmt`` (a :class:`Format` instance) to the registry, replacing one of its name."""
     _REGISTRY[fmt.name] = fmt
     return fmt
+
+
+def unregister(name):
+    """Remove format ``name`` (and nothing else) from the registry."""
+    _REGISTRY.pop(name, None)
 
 
 def get(name):
@@ -41,14 +78,27 @@ def get(name):
 
 
 def names():
-    """The registered formats' names, in registration order."""
-    return tuple(_REGISTRY)
+    """The registered formats' names: the float formats in registration order, then the
+    quantized variants in theirs."""
+    return tuple(sorted(_REGISTRY, key=lambda name: _REGISTRY[name].mode is not None))
+
+
+def check_formats(formats):
+    """Normalise ``formats`` (a name, comma-separated names, or an iterable) to a tuple of
+    registered format names."""
+    items = [formats] if isinstance(formats, str) else formats
+    try:
+        asked = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+    except TypeError:
+        asked = None
+    if not asked or any(n not in _REGISTRY for n in asked):
+        raise InputError(f"Invalid formats={formats!r}: expected one or more of "
+                         f"{names()}.")
+    return tuple(dict.fromkeys(asked))
 
 
 def detect(path):
     """The format of the artifact at ``path`` (InputError if none recognises it)."""
-    from tfdropblock.export.loading import check_regular_file
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory.")
@@ -95,8 +145,6 @@ def read_bytes(path_or_bytes, kind):
     directory, a non-regular file, a missing, unreadable or empty one."""
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         return bytes(path_or_bytes)
-    from tfdropblock.export.loading import check_regular_file
-
     path = Path(path_or_bytes)
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected {kind} file.")
@@ -117,10 +165,16 @@ class Format:
     raise NotImplementedError; the others have defaults that suit a plain format."""
 
     name: str = ""
+    title: str = ""             # how messages name it ("TFLite"); default: its name
     artifact: str = ""          # file (or directory) name the artifact is written as
     companions: tuple = ()      # files that belong to the artifact when present (written first)
-    directory: bool = False     # the artifact is a directory
     converts_from: str | None = None  # the format whose artifact this one is converted from
+    # Quantized modes: each is the registered variant "name:mode" (see formats.quantized),
+    # made by the quantized hooks below.
+    modes: tuple = ()
+    mode: str | None = None  # set on a quantized variant: the mode it is
+    comparing: str = "checking parity"  # the progress line of the comparison with Keras
+    options: tuple = ()  # its Option group: what its conversion can be asked
     # Label of a converter that refuses a random op: a conversion failure is then a caught
     # leak when the traced inference function holds random ops. None: never classified so.
     refused_by: str | None = None
@@ -128,9 +182,9 @@ class Format:
 
     # -- what each format provides -------------------------------------------------------------
 
-    def convert(self, session, reference):
-        """Convert ``session.model`` (the identity reference when ``reference``; the session
-        has already swapped it in) and write the artifact to ``session.path(name,
+    def convert(self, run, reference):
+        """Convert ``run.model`` (the identity reference when ``reference``; the run
+        has already swapped it in) and write the artifact to ``run.path(name,
         reference)``. Returns the artifact as the other methods take it (a path, bytes, a
         proto). Raises ConversionError for a converter failure."""
         raise NotImplementedError
@@ -149,7 +203,7 @@ class Format:
         name, or directory), then with the file's first 8 bytes."""
         return False
 
-    def runtimes(self, ctx, session, artifact):
+    def runtimes(self, run, artifact):
         """Load the artifact: ``(io, details, {label: runner})``. ``io`` is its inputs and
         outputs (``{"inputs": [...], "outputs": [...]}`` of name, dtype, shape), ``details`` the
         validity check's details, each runner a callable from named inputs to named outputs.
@@ -160,7 +214,7 @@ class Format:
         """The graph the structure check compares: what the inference entry point reaches."""
         return self.read_graph(artifact)
 
-    def conversion(self, artifact, graph, session):
+    def conversion(self, artifact, graph, run):
         """``(details, blocked)``: the conversion check's details, and the ops the converter
         left that make the artifact invalid (a converter limit, not a leak). A format whose
         graph has ``unsupported_ops`` fails the conversion check."""
@@ -170,32 +224,71 @@ class Format:
         """Why the converter left ``ops`` unconverted, one sentence."""
         return f"the {self.name} converter cannot convert {', '.join(ops)}"
 
-    def exportable(self, session, artifact):
+    def exportable(self, run, artifact):
         """For ``export``: raise ConversionError unless the artifact can be shipped."""
+
+    def compare(self, run, artifact, runs, result):
+        """Judge ``runs`` ({runtime label: [named outputs per batch of ``run.batches``]})
+        against Keras's outputs into ``result``: parity, for a float format."""
+        check, findings, warnings = checks.parity_check(runs, run.expected, run.atol, run.rtol,
+                                                        run.batches)
+        result.checks["parity"] = check
+        result.findings.extend(findings)
+        result.warnings.extend(warnings)
+
+    def finish(self, run, artifact, result):
+        """Anything the format checks or records after determinism (nothing by default)."""
+
+    # -- quantized variants: what a format with ``modes`` provides ------------------------------
+
+    def quantize(self, run, mode, reference, calibration):
+        """This format's artifact of ``run``'s model (its identity reference when
+        ``reference``) quantized as ``mode`` (int8: on the ``calibration`` batches), written
+        to ``run.path(f"{name}:{mode}", reference)``; returned as the hooks below take it."""
+        raise NotImplementedError
+
+    def quantized_runtimes(self, artifact):
+        """{label: runner} of a quantized artifact: float inputs in, float outputs out."""
+        raise NotImplementedError
+
+    def twin_comparison(self, artifact, twin):
+        """A :class:`~tfdropblock.export.checks.TwinComparison` of two quantized artifacts."""
+        raise NotImplementedError
+
+    def quantized_checks(self, mode, artifact):
+        """``({name: CheckResult}, [warnings])`` this format adds for ``mode``."""
+        return {}, []
+
+    def quantization_info(self, run, mode):
+        """What the report's ``quantization`` says of ``mode`` beyond format, mode, bytes and
+        calibration."""
+        return {}
 
     # -- the verification, the same for every format -------------------------------------------
 
-    def converted(self, ctx, session, result):
+    def converted(self, run, result):
         """The artifact, or None when its converter refused a DropBlock leak (then recorded in
         ``result`` as a structure failure); other conversion errors propagate."""
         try:
-            return session.get(self.name)
+            return run.get(self.name)
         except ConversionError as e:
-            if self.refused_by and leak_refused(ctx, session, result, e, self.refused_by):
+            if self.refused_by and leak_refused(run, result, e, self.refused_by):
                 return None
             raise
 
-    def check(self, ctx, session, result, say):
-        """Convert, then check structure, validity, parity and determinism into ``result``."""
-        artifact = self.converted(ctx, session, result)
+    def check(self, run, result, say):
+        """The one check sequence, into ``result``: convert, then conversion, structure,
+        validity, the comparison with Keras (:meth:`compare`), determinism, and what the
+        format adds (:meth:`finish`)."""
+        artifact = self.converted(run, result)
         if artifact is None:
             return
         graph = self.artifact_graph(artifact)
         left = list(graph.unsupported_ops)
-        details, blocked = self.conversion(artifact, graph, session)
+        details, blocked = self.conversion(artifact, graph, run)
         result.checks["conversion"] = CheckResult(not left, details)
-        if not left:
-            result.artifact = str(session.path(self.name))
+        if not left and run.path(self.name) is not None:
+            result.artifact = str(run.path(self.name))
         # An op a converter could not lower is its limit, not a leak: it is the conversion
         # check's, and the structure check still looks for what DropBlock could have left
         # (random ops, extra ops, scoped names), so a real leak is still a failure. A random op
@@ -207,9 +300,9 @@ class Format:
             graph = dataclasses.replace(graph, unsupported_ops=[op for op in left
                                                                 if op not in blocked])
         say("checking structure")
-        reference = self.artifact_graph(session.get(self.name, reference=True))
-        check, findings = checks.structure_check(graph, reference, ctx.layer_names)
-        check.details["reference"] = session.reference_how
+        reference = self.artifact_graph(run.get(self.name, reference=True))
+        check, findings = checks.structure_check(graph, reference, run.layer_names)
+        check.details["reference"] = run.reference_how
         result.checks["structure"] = check
         result.findings.extend(findings)
         if blocked and not any(self.is_random_op(op) for op in left):
@@ -218,43 +311,38 @@ class Format:
                 # an invalid model: not checked, rather than passed.
                 check.ok = None
                 check.details["not_checked"] = reason
-            raise ConversionError(reason, format=self.name, unsupported_ops=blocked)
+            raise ConversionError(reason)
         try:
-            io, details, runners = self.runtimes(ctx, session, artifact)
+            io, details, runners = self.runtimes(run, artifact)
         except Exception as e:
             result.checks["validity"] = CheckResult(False, {"error": describe_error(e)})
             result.add(Finding("validity", self.invalid_what, self.name, describe_error(e)))
             return
-        findings = checks.io_check(ctx.io, io, self.name)
-        result.checks["validity"] = CheckResult(not findings, {**details, "io": io})
+        if io is None:  # the runtimes feed and return what Keras does: no I/O to compare
+            result.checks["validity"] = CheckResult(True, details)
+        else:
+            findings = checks.io_check(run.io, io, self.name)
+            result.checks["validity"] = CheckResult(not findings, {**details, "io": io})
+            result.findings.extend(findings)
+            if {t["name"] for t in io["inputs"]} != {t["name"] for t in run.io["inputs"]}:
+                return  # its inputs cannot be fed as the Keras model's: nothing can run
+        say(self.comparing)
+        runs, pairs = {}, {}
+        for label, runner in runners.items():
+            runs[label] = [runner(b) for b in run.batches]
+            pairs[label] = (runs[label][-1], runner(run.batches[-1]))
+        self.compare(run, artifact, runs, result)
+        check, findings = checks.determinism_check(pairs)
+        result.checks["determinism"] = check
         result.findings.extend(findings)
-        if {t["name"] for t in io["inputs"]} != {t["name"] for t in ctx.io["inputs"]}:
-            return  # its inputs cannot be fed as the Keras model's: parity cannot run
-        say("checking parity")
-        parity_and_determinism(ctx, result, runners)
+        self.finish(run, artifact, result)
 
 
-def parity_and_determinism(ctx, result, runners):
-    """``runners``: {label: callable(named inputs) -> named outputs}."""
-    runs, pairs = {}, {}
-    for label, run in runners.items():
-        runs[label] = [run(b) for b in ctx.batches]
-        pairs[label] = (runs[label][-1], run(ctx.batches[-1]))
-    check, findings, warnings = checks.parity_check(runs, ctx.expected, ctx.atol, ctx.rtol,
-                                                    ctx.batches)
-    result.checks["parity"] = check
-    result.findings.extend(findings)
-    result.warnings.extend(warnings)
-    check, findings = checks.determinism_check(pairs)
-    result.checks["determinism"] = check
-    result.findings.extend(findings)
-
-
-def leak_refused(ctx, session, result, error, where):
+def leak_refused(run, result, error, where):
     """A converter failed: if the traced inference function holds random ops, that is the leak
     being caught (a check failure), not a tool failure. Returns True when it classified it."""
     try:
-        graph = session.traced_graph()
+        graph = run.traced_graph()
     except Exception:
         return False
     random = graph.random_ops()
@@ -269,5 +357,5 @@ def leak_refused(ctx, session, result, error, where):
                        f"it: {error}"))
     result.findings.extend(
         Finding(f.check, f.what, f"{graph.entry}: {f.where}", f.why)
-        for f in checks.content_findings(graph, ctx.layer_names) if f.what.startswith("name "))
+        for f in checks.content_findings(graph, run.layer_names) if f.what.startswith("name "))
     return True

@@ -1,4 +1,5 @@
-"""ONNX: conversion through tf2onnx, the graph reader, ONNX Runtime runners.
+"""ONNX: conversion through tf2onnx, the graph reader, ONNX Runtime runners, and the
+quantized variants (dynamic, int8) with their twin comparison.
 
 ``tf2onnx.convert.from_keras`` fails on Keras 3 here; ``from_function`` on
 ``model(x, training=False)`` works, except that it makes every non-resource input of the
@@ -19,19 +20,25 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from tfdropblock._compat import tf2onnx_convert_graph_def
 from tfdropblock._util import describe_error
-from tfdropblock.export.atomic import write_bytes
+from tfdropblock._files import write_bytes
+from tfdropblock.export.calibration import check_calibration
+from tfdropblock.export.checks import MAX_DIFFERENCES, TwinComparison
 from tfdropblock.export.errors import ConversionError, InputError
-from tfdropblock.export.formats.base import Format, read_bytes, register
-from tfdropblock.export.graphs import TF_RANDOM, Graph
+from tfdropblock.export.formats.base import Format, Option, read_bytes, register
+from tfdropblock.export.formats.quantized import check_mode, register_variants
+from tfdropblock.export.graphs import Graph, is_tf_random
 
 DEFAULT_OPSET = 17
+ONNX_MODES = ("dynamic", "int8")
 MAX_OPSET = 18  # the newest opset tf2onnx 1.17 emits
 MIN_OPSET = 13
 
@@ -74,7 +81,7 @@ def convert_onnx(model, signature, opset=DEFAULT_OPSET, function=None):
     """The raw ``onnx.ModelProto`` tf2onnx produces (possibly holding unsupported ops).
 
     ``function``: the traced inference function to convert (default: a new
-    :meth:`Signature.flat_function`); a session passes the one it already traced.
+    :meth:`Signature.flat_function`); a run passes the one it already traced.
     """
     check_opset(opset)
     fn = function if function is not None else signature.flat_function(model)
@@ -88,9 +95,8 @@ def convert_onnx(model, signature, opset=DEFAULT_OPSET, function=None):
                     "GiB) reach the 2 GiB protobuf limit, and tf2onnx 1.17 first freezes them "
                     "into one TensorFlow graph (its large_model mode fails with numpy 2): "
                     "export this model to SavedModel, or to ONNX with tf2onnx --large_model "
-                    f"under numpy 1 ({describe_error(e, 500)})", format="onnx") from e
-            raise ConversionError(f"tf2onnx failed: {describe_error(e, 500)}",
-                                  format="onnx") from e
+                    f"under numpy 1 ({describe_error(e, 500)})") from e
+            raise ConversionError(f"tf2onnx failed: {describe_error(e, 500)}") from e
     name_batch_axis(proto)
     return proto
 
@@ -115,7 +121,7 @@ def _from_function(fn, specs, opset):
     output_names = [t.name for t in concrete.outputs if t.dtype != tf.dtypes.resource]
     if len(input_names) != len(specs):
         raise ConversionError(f"the traced function has {len(input_names)} non-captured "
-                              f"inputs for {len(specs)} input specs", format="onnx")
+                              f"inputs for {len(specs)} input specs")
     renames = convert.tensor_names_from_structed(concrete, input_names, output_names)
     with tf.device("/cpu:0"):
         frozen = tf_loader.from_function(concrete, input_names, output_names)
@@ -260,7 +266,7 @@ def save_onnx(proto, path, external_data=None):
             raise ConversionError(
                 f"the ONNX model ({proto.ByteSize() / 2**30:.2f} GiB) exceeds the 2 GiB "
                 "protobuf limit: export with onnx_external_data=None or True "
-                "(--onnx-external-data) to keep its weights in model.onnx.data", format="onnx")
+                "(--onnx-external-data) to keep its weights in model.onnx.data")
         write_bytes(path, proto.SerializeToString())
         return False
     data = path.with_name(ONNX_DATA)
@@ -282,6 +288,15 @@ def save_onnx(proto, path, external_data=None):
 def _initializers(graph):
     for g in _graphs(graph):
         yield from g.initializer
+
+
+def ort_runners(source):
+    """ONNX Runtime (CPU) runners at both optimisation levels, from serialised bytes or a path:
+    without optimisation the graph runs as written (QDQ pairs included); the default level
+    removes Identity/Dropout, folds constants and fuses QDQ into integer kernels, which is what
+    a deployment runs."""
+    return {"onnxruntime (ORT_DISABLE_ALL)": OrtRunner(source, "disable_all"),
+            "onnxruntime (default optimisations)": OrtRunner(source, "default")}
 
 
 class OrtRunner:
@@ -315,7 +330,7 @@ _ONNX_RANDOM = {"RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNor
 def _is_random(op):
     """An ONNX random op, or a TensorFlow one tf2onnx left unconverted (``domain:op`` too)."""
     op_type = op.split(":")[-1]
-    return op_type in _ONNX_RANDOM or bool(TF_RANDOM.search(op_type))
+    return op_type in _ONNX_RANDOM or is_tf_random(op_type)
 
 
 def load_onnx(path_or_proto):
@@ -344,7 +359,10 @@ def onnx_graph(path_or_proto):
     return Graph("onnx", reader.ops, reader.names,
                  unsupported_ops=sorted(set(reader.unsupported)),
                  entry=f"graph (opset {reader.opset.get('', '?')})",
-                 sites=dict(reader.sites), hazards=reader.hazards)
+                 sites=dict(reader.sites), hazards=reader.hazards, is_random=_is_random,
+                 unsupported_finding=(
+                     "unconverted op {op} in the default ONNX domain",
+                     "tf2onnx could not lower it (continue_on_error): the model is invalid"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -521,22 +539,288 @@ def _text(value):
     return value or ""
 
 
+# -- quantized variants (onnx:dynamic, onnx:int8) ---------------------------------------------
+# Quantized from the kit's float ONNX model with onnxruntime.quantization. quant_pre_process
+# runs with ONNX shape inference only: its ORT graph optimisation would fold Identity, Dropout
+# and constant If nodes, hiding from the structure check a leak that the float export still
+# has. tf2onnx names nodes with a process-wide counter, so two exports of one graph are never
+# byte-identical: the twin comparison hashes the graph without names.
+
+def onnx_inputs(proto):
+    """``{input name: numpy dtype}`` of an ONNX graph (initializers are not inputs)."""
+    import onnx
+
+    initializers = {t.name for t in proto.graph.initializer}
+    return {v.name: onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)
+            for v in proto.graph.input if v.name not in initializers}
+
+
+def _reader(batches):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        """Feeds the calibration batches, in order, to ORT's calibrator."""
+
+        def __init__(self):
+            self._iter = iter(batches)
+
+        def get_next(self):
+            return next(self._iter, None)
+
+        def __len__(self):
+            return len(batches)
+
+    return Reader()
+
+
+def quantize_onnx(model, mode, calibration=None, *, per_channel=True, reduce_range=True):
+    """The ``onnx.ModelProto`` of ``model`` (a path, serialised bytes or a ModelProto)
+    quantized with ``onnxruntime.quantization`` as ``mode``.
+
+    Args:
+        model: an ONNX model as the kit writes it (no unconverted op).
+        mode: ``"int8"`` (static QDQ: int8 activations and weights, MinMax ranges measured by
+            running ``model`` in ONNX Runtime on ``calibration``) or ``"dynamic"`` (int8
+            weights; activations quantized at run time) (:data:`ONNX_MODES`).
+        calibration: for ``"int8"``, a list of batches ``{input name: array}`` (ignored by
+            ``"dynamic"``).
+        per_channel: per-channel weight scales (more accurate for convolutions).
+        reduce_range: 7-bit weights. ONNX Runtime's integer kernels on x86 CPUs without VNNI
+            (AVX2) add pairs of uint8 x int8 products in int16, which saturates with full
+            8-bit weights: measured on AVX2, a small CNN fell from 37 dB to 17 dB SNR at the
+            default optimisation level (fused QLinearConv) while ORT_DISABLE_ALL (QDQ run in
+            float) kept 37 dB; with 7-bit weights both give 36 dB. Pass False for VNNI or ARM
+            targets.
+    Raises:
+        InputError: a bad mode, model or calibration set.
+        ConversionError: the model holds unconverted ops, or the quantizer failed.
+    """
+    import onnx
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quant_pre_process, quantize_dynamic, quantize_static)
+
+    check_mode("onnx", mode)
+    for name, flag in (("per_channel", per_channel), ("reduce_range", reduce_range)):
+        if not isinstance(flag, bool):
+            raise InputError(f"Invalid {name}={flag!r}: expected True or False.")
+    proto = _onnx_proto(model)
+    left = onnx_graph(proto).unsupported_ops
+    if left:
+        raise ConversionError(f"cannot quantize an ONNX model holding unconverted ops: "
+                              f"{', '.join(left)}")
+    batches = check_calibration(calibration, onnx_inputs(proto), mode)
+    with tempfile.TemporaryDirectory(prefix="tfdropblock-quant-") as tmp:
+        tmp = Path(tmp)
+        source, prepared, out = tmp / "model.onnx", tmp / "prepared.onnx", tmp / "quant.onnx"
+        onnx.save_model(proto, str(source))
+        logger = logging.getLogger()
+        level = logger.level
+        try:
+            # Shape inference only (see the module docstring for why no optimisation).
+            quant_pre_process(str(source), str(prepared), skip_optimization=True,
+                              skip_symbolic_shape=True)
+            logger.setLevel(max(level, logging.ERROR))  # ORT's advice is logged at WARNING
+            if mode == "int8":
+                quantize_static(str(prepared), str(out), _reader(batches),
+                                quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                                reduce_range=reduce_range,
+                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=CalibrationMethod.MinMax,
+                                calibration_providers=["CPUExecutionProvider"])
+            else:
+                quantize_dynamic(str(prepared), str(out), per_channel=per_channel,
+                                 reduce_range=reduce_range, weight_type=QuantType.QInt8)
+        except InputError:
+            raise
+        except Exception as e:
+            raise ConversionError(f"ONNX {mode} quantization failed: "
+                                  f"{describe_error(e)}") from e
+        finally:
+            logger.setLevel(level)
+        return onnx.load_model(str(out))
+
+
+def _onnx_proto(artifact):
+    """A ModelProto from a path, serialised bytes or a ModelProto; InputError otherwise."""
+    import onnx
+
+    if isinstance(artifact, (bytes, bytearray, memoryview)):
+        proto = onnx.ModelProto()
+        try:
+            proto.ParseFromString(bytes(artifact))
+        except Exception:
+            raise InputError("Invalid model: the bytes are not a serialised ONNX model.") from None
+        return proto
+    return load_onnx(artifact)
+
+
+def compare_onnx(a, b):
+    """Every graph output's computation, hashed without names: a node's hash covers its op,
+    domain, attributes and the hashes of its inputs (an initializer's covers its type, shape
+    and bytes; a graph input's, its name, which is the model's interface), so equal hashes are
+    the same computation with the same weights, scales and zero points."""
+    ha, hb = _OnnxHasher(a), _OnnxHasher(b)
+    differences = []
+    outs_a, outs_b = ha.outputs(), hb.outputs()
+    if sorted(outs_a) != sorted(outs_b):
+        differences.append(f"graph outputs {sorted(outs_a)} vs {sorted(outs_b)}")
+    if sorted(ha.inputs) != sorted(hb.inputs):
+        differences.append(f"graph inputs {sorted(ha.inputs)} vs {sorted(hb.inputs)}")
+    if dict(ha.opsets) != dict(hb.opsets):
+        differences.append(f"opsets {dict(ha.opsets)} vs {dict(hb.opsets)}")
+    diverging = [name for name in outs_a if name in outs_b and outs_a[name] != outs_b[name]]
+    if diverging or len(ha.node_hashes) != len(hb.node_hashes):
+        differences.extend(_first_divergence(ha, hb))
+        if diverging:
+            differences.append(f"graph output(s) {diverging} computed differently")
+    differences = differences[:MAX_DIFFERENCES]
+    identical = not differences
+    return TwinComparison(identical, a.SerializeToString() == b.SerializeToString(), differences,
+                          len(ha.node_hashes) + ha.initializers)
+
+
+def _first_divergence(ha, hb):
+    """The nodes of ``ha`` whose computation ``hb`` lacks although all their inputs are
+    shared: where the two graphs start to differ, with the differing initializers."""
+    shared_values = set(hb.value_hashes.values())
+    known_b = set(hb.node_hashes.values())
+    found = []
+    for node in ha.order:
+        h = ha.node_hashes[id(node)]
+        if h in known_b:
+            continue
+        produced = [i for i in node.input if i and i not in ha.initializer_names]
+        if all(ha.value_hashes.get(i) in shared_values for i in produced):
+            changed = [i for i in node.input if i in ha.initializer_names
+                       and ha.value_hashes[i] not in shared_values]
+            text = f"node {node.name!r} ({node.op_type})"
+            if changed:
+                text += " has different " + ", ".join(
+                    f"initializer {n!r} = {ha.describe_initializer(n)}" for n in changed[:2])
+            else:
+                text += " has no counterpart in the twin"
+            found.append(text)
+            if len(found) >= MAX_DIFFERENCES - 1:
+                break
+    return found or ["the graphs differ"]
+
+
+class _OnnxHasher:
+    def __init__(self, proto):
+        self.proto = proto
+        self.opsets = {imp.domain or "": imp.version for imp in proto.opset_import}
+        self.value_hashes = {}
+        self.node_hashes = {}
+        self.order = list(proto.graph.node)
+        self.initializer_names = set()
+        self.initializers = 0
+        self._tensors = {}
+        self.inputs = [v.name for v in proto.graph.input]
+        self._hash_graph(proto.graph, self.value_hashes)
+
+    def _hash_graph(self, graph, scope, top=True):
+        from onnx import numpy_helper
+
+        for init in graph.initializer:
+            array = numpy_helper.to_array(init)
+            digest = _sha(b"init", str(init.data_type).encode(), str(list(init.dims)).encode(),
+                          np.ascontiguousarray(array).tobytes())
+            scope[init.name] = digest
+            if top:
+                self.initializer_names.add(init.name)
+                self.initializers += 1
+                self._tensors[init.name] = array
+        for value in graph.input:
+            if value.name not in scope:
+                scope[value.name] = _sha(b"input", value.name.encode())
+        pending = list(graph.node)
+        # Nodes are listed in topological order by the ONNX spec; a second pass covers a
+        # writer that did not, and anything left is hashed with unknown inputs.
+        for _ in range(2):
+            waiting = []
+            for node in pending:
+                if all((not i) or i in scope for i in node.input):
+                    self._hash_node(node, scope, top)
+                else:
+                    waiting.append(node)
+            pending = waiting
+        for node in pending:
+            self._hash_node(node, scope, top)
+        return scope
+
+    def _hash_node(self, node, scope, top):
+        import onnx
+
+        parts = [b"node", (node.domain or "").encode(), node.op_type.encode()]
+        for attr in sorted(node.attribute, key=lambda a: a.name):
+            if attr.type == onnx.AttributeProto.GRAPH:
+                parts.append(self._hash_subgraph(attr.g, scope))
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                parts.extend(self._hash_subgraph(g, scope) for g in attr.graphs)
+            else:
+                copy = onnx.AttributeProto()
+                copy.CopyFrom(attr)
+                copy.doc_string = ""
+                parts.append(copy.SerializeToString(deterministic=True))
+        parts.extend((scope.get(i, _sha(b"unknown", i.encode())) if i else b"-")
+                     for i in node.input)
+        digest = _sha(*parts)
+        if top:
+            self.node_hashes[id(node)] = digest
+        for k, out in enumerate(node.output):
+            if out:
+                scope[out] = _sha(digest, str(k).encode())
+
+    def _hash_subgraph(self, graph, outer):
+        inner = self._hash_graph(graph, dict(outer), top=False)
+        return _sha(b"graph", *[inner.get(o.name, b"?") for o in graph.output])
+
+    def outputs(self):
+        return {o.name: self.value_hashes.get(o.name) for o in self.proto.graph.output}
+
+    def describe_initializer(self, name):
+        array = self._tensors[name]
+        if array.size <= 4:
+            return np.array2string(array.reshape(-1), precision=6)
+        return f"{array.dtype.name}{list(array.shape)}"
+
+
+def _sha(*parts):
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.digest()
+
+
 # -- the format ------------------------------------------------------------------------------
 
 class OnnxFormat(Format):
+    """ONNX through tf2onnx; quantized by ONNX Runtime as :data:`ONNX_MODES`."""
+
     name = "onnx"
+    title = "ONNX"
     artifact = "model.onnx"
     companions = (ONNX_DATA,)
+    modes = ONNX_MODES
+    options = (
+        Option("opset", DEFAULT_OPSET, lambda value: check_opset(value), flag="--opset",
+               type=int, help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} ({DEFAULT_OPSET})"),
+        Option("onnx_external_data", None, lambda value: check_external_data(value),
+               flag="--onnx-external-data",
+               help="write the ONNX weights to model.onnx.data beside model.onnx (default: only "
+                    "for a model over the 2 GiB protobuf limit)"),
+    )
     refused_by = "tf2onnx"
     invalid_what = "onnx.checker (full_check) or ONNX Runtime rejects the model"
 
-    def convert(self, session, reference):
+    def convert(self, run, reference):
         """The raw ModelProto; written to disk only when it holds no unconverted op."""
-        settings = session.settings
-        proto = convert_onnx(session.model, session.signature, settings.opset,
-                             function=session.function(reference))
+        settings = run.settings
+        proto = convert_onnx(run.model, run.signature, settings.option("opset"),
+                             function=run.function(reference))
         if not onnx_graph(proto).unsupported_ops:
-            save_onnx(proto, session.path(self.name, reference), settings.onnx_external_data)
+            save_onnx(proto, run.path(self.name, reference), settings.option("onnx_external_data"))
         return proto
 
     def read_graph(self, source, signature=None):
@@ -548,39 +832,55 @@ class OnnxFormat(Format):
     def sniff(self, path, head):
         return path.suffix.lower() == ".onnx"
 
-    def conversion(self, artifact, graph, session):
+    def conversion(self, artifact, graph, run):
         """Ops tf2onnx left unconverted fail the conversion; those that are not random ops (a
         converter limit, not a leak) block the format."""
         left = graph.unsupported_ops
-        return ({"opset": session.settings.opset, "unconverted_ops": left},
+        return ({"opset": run.settings.option("opset"), "unconverted_ops": left},
                 [op for op in left if not self.is_random_op(op)])
 
     def blocked_by(self, artifact, ops):
         return blocked_by(artifact, ops)
 
-    def runtimes(self, ctx, session, artifact):
+    def runtimes(self, run, artifact):
         import onnx
 
-        path = session.path(self.name)
+        path = run.path(self.name)
         details = {"checker": "full_check", "external_data": (path.parent / ONNX_DATA).exists()}
         io = onnx_io(artifact)
         # What was written is what is checked: by path, which is also the only way the checker
         # and ORT read a model whose weights are in external data.
         source = path if path.exists() else artifact.SerializeToString()
         onnx.checker.check_model(str(path) if path.exists() else artifact, full_check=True)
-        return io, details, {"onnxruntime (ORT_DISABLE_ALL)": OrtRunner(source, "disable_all"),
-                             "onnxruntime (default optimisations)": OrtRunner(source, "default")}
+        return io, details, ort_runners(source)
 
-    def exportable(self, session, artifact):
+    def exportable(self, run, artifact):
         left = onnx_graph(artifact).unsupported_ops
         if left:
-            raise ConversionError(blocked_by(artifact, left), format=self.name,
-                                  unsupported_ops=left)
+            raise ConversionError(blocked_by(artifact, left))
         # A graph input the model lacks (a captured constant made an input) cannot be fed.
         inputs = [t["name"] for t in onnx_io(artifact)["inputs"]]
-        if sorted(inputs) != sorted(session.signature.names):
+        if sorted(inputs) != sorted(run.signature.names):
             raise ConversionError(f"tf2onnx made graph inputs {inputs}, not the model's "
-                                  f"{session.signature.names}", format=self.name)
+                                  f"{run.signature.names}")
+
+
+    # -- quantized variants ----------------------------------------------------------------
+
+    def quantize(self, run, mode, reference, calibration):
+        quantized = quantize_onnx(run.get(self.name, reference), mode, calibration)
+        write_bytes(run.path(f"{self.name}:{mode}", reference), quantized.SerializeToString())
+        return quantized
+
+    def quantized_runtimes(self, artifact):
+        import onnx
+
+        onnx.checker.check_model(artifact, full_check=True)
+        return ort_runners(artifact.SerializeToString())
+
+    def twin_comparison(self, artifact, twin):
+        return compare_onnx(_onnx_proto(artifact), _onnx_proto(twin))
 
 
 ONNX = register(OnnxFormat())
+register_variants(ONNX)

@@ -1,33 +1,59 @@
-"""Quantized variants of the TFLite and ONNX formats, one registered format per mode:
-``tflite:float16``, ``tflite:dynamic``, ``tflite:int8``, ``onnx:dynamic``, ``onnx:int8``.
+"""Quantized variants of a format: one registered format per mode (``tflite:int8``, ...).
 
-Each is converted by :mod:`tfdropblock.export.quantize` from the float format's own input
-(TFLite: the kit's SavedModel; ONNX: the kit's float ONNX model), for the model and for its
-identity reference, and checked by :func:`~tfdropblock.export.quantize.verify_quantized`
-(structure, validity, twin, quality, determinism; coverage for TFLite int8) instead of
-parity. It is grouped with its float format (same child process, conversions shared).
+A format offers quantized modes by listing them in :attr:`Format.modes` and implementing the
+quantized hooks (:meth:`Format.quantize`, :meth:`Format.quantized_runtimes`,
+:meth:`Format.twin_comparison`, optionally :meth:`Format.quantized_checks` and
+:meth:`Format.quantization_info`); :func:`register_variants` then registers one
+:class:`QuantizedFormat` per mode. The formats' ``modes`` are the one table of modes.
+
+A variant is converted from its float format's own input, for the model and for its identity
+reference, and goes through the same check sequence as every format
+(:meth:`Format.check`), with the twin and quality comparisons in place of parity. It is
+grouped with its float format (same child process, conversions shared).
 
 Calibration (int8 only): the user's inputs (every row, as given) when there are any, else
 generated batches (:data:`CALIBRATION_BATCHES` batches of :data:`CALIBRATION_ROWS` rows,
 drawn from the distribution the verification's own generated inputs use, with other seeds):
 the evaluation batches are never the generated calibration batches.
-
-:func:`check_quantize` turns ``quantize=`` and ``formats=`` into the variant names: a mode
-goes to every requested float format that supports it; a mode that no requested format
-supports is an InputError (``float16`` with only ``onnx``).
 """
 
 from __future__ import annotations
 
-from tfdropblock.export.errors import ConversionError, InputError
-from tfdropblock.export.formats.base import Format, get, register
-from tfdropblock.export.report import CheckResult
+import types
 
-# Kept equal to tfdropblock.export.quantize.MODES (a test checks it); not imported from there,
-# which imports this package.
-MODES = {"tflite": ("float16", "dynamic", "int8"), "onnx": ("dynamic", "int8")}
-ALL_MODES = ("float16", "dynamic", "int8")
+from tfdropblock.export import checks
+from tfdropblock.export.errors import ConversionError, InputError
+from tfdropblock.export.formats.base import Format, get, names, register
+from tfdropblock.export.metrics import quality_check, thresholds_for
+from tfdropblock.export.report import FormatResult
+
 CALIBRATION_BATCHES, CALIBRATION_ROWS, CALIBRATION_SEED = 8, 8, 1000
+
+
+def modes():
+    """{format: its quantized modes} of every registered format that has any."""
+    return {name: get(name).modes for name in names() if get(name).modes
+            and get(name).mode is None}
+
+
+def all_modes():
+    """Every mode some format offers, in the order the formats list them."""
+    return tuple(dict.fromkeys(m for offered in modes().values() for m in offered))
+
+
+def check_mode(fmt, mode):
+    """``mode`` if format ``fmt`` offers it; InputError naming the accepted values otherwise."""
+    table = modes()
+    if fmt not in table:
+        raise InputError(f"Invalid format={fmt!r}: expected one of {tuple(table)}.")
+    if mode not in table[fmt]:
+        raise InputError(f"Invalid mode={mode!r} for {fmt}: expected one of {table[fmt]}.")
+    return mode
+
+
+def register_variants(fmt):
+    """Register ``fmt``'s quantized variant of each of its :attr:`~Format.modes`."""
+    return tuple(register(QuantizedFormat(fmt.name, mode)) for mode in fmt.modes)
 
 
 def check_quantize(quantize, formats, arg="quantize"):
@@ -38,120 +64,175 @@ def check_quantize(quantize, formats, arg="quantize"):
         return ()
     items = [quantize] if isinstance(quantize, str) else quantize
     try:
-        modes = [p.strip() for item in items for p in str(item).split(",") if p.strip()]
+        asked = [p.strip() for item in items for p in str(item).split(",") if p.strip()]
     except TypeError:
-        modes = None
-    if not modes or any(m not in ALL_MODES for m in modes):
-        raise InputError(f"Invalid {arg}={quantize!r}: expected one or more of {ALL_MODES} "
-                         f"(TFLite: {', '.join(MODES['tflite'])}; ONNX: "
-                         f"{', '.join(MODES['onnx'])}).")
-    bases = [f for f in formats if f in MODES]
+        asked = None
+    table, every = modes(), all_modes()
+    if not asked or any(m not in every for m in asked):
+        offered = "; ".join(f"{get(f).title or f}: {', '.join(m)}" for f, m in table.items())
+        raise InputError(f"Invalid {arg}={quantize!r}: expected one or more of {every} "
+                         f"({offered}).")
+    bases = [f for f in formats if f in table]
     if not bases:
-        raise InputError(f"Invalid {arg}={quantize!r}: quantization applies to tflite and onnx; "
-                         f"formats are {tuple(formats)}.")
+        raise InputError(f"Invalid {arg}={quantize!r}: quantization applies to "
+                         f"{' and '.join(table)}; formats are {tuple(formats)}.")
     out = []
-    for mode in dict.fromkeys(modes):
-        supported = [f for f in bases if mode in MODES[f]]
+    for mode in dict.fromkeys(asked):
+        supported = [f for f in bases if mode in table[f]]
         if not supported:
             raise InputError(
                 f"Invalid {arg}={mode!r} for formats {tuple(bases)}: {mode} applies to "
-                + " and ".join(f for f in MODES if mode in MODES[f])
-                + f" only; {', '.join(bases)} accepts {', '.join(MODES[bases[0]])}"
+                + " and ".join(f for f in table if mode in table[f])
+                + f" only; {', '.join(bases)} accepts {', '.join(table[bases[0]])}"
                 + (" (and so on per format)" if len(bases) > 1 else "") + ".")
         out += [f"{f}:{mode}" for f in supported]
-    return tuple(sorted(out, key=lambda n: (list(MODES).index(n.split(":")[0]),
-                                            ALL_MODES.index(n.split(":")[1]))))
+    return tuple(sorted(out, key=lambda n: (list(table).index(n.split(":")[0]),
+                                            every.index(n.split(":")[1]))))
 
 
-def calibration(session):
-    """The int8 calibration batches of ``session`` (see the module docstring), made once."""
-    cached = getattr(session, "_calibration", None)
-    if cached is not None:
-        return cached
-    signature, settings = session.signature, session.settings
-    if settings.inputs is not None:
-        batches = [signature.name_inputs(settings.inputs)]
-        how = "user inputs"
-    else:
-        distribution = getattr(session, "generated_distribution", None)
-        kwargs = {"distribution": distribution} if distribution else {}
-        batches = [signature.generate(CALIBRATION_ROWS, CALIBRATION_SEED + settings.seed + i,
-                                      **kwargs) for i in range(CALIBRATION_BATCHES)]
-        how = (f"generated: {CALIBRATION_BATCHES} batches of {CALIBRATION_ROWS}"
-               + (f" ({distribution})" if distribution else ""))
-    session._calibration, session.calibration_how = batches, how
-    return batches
+def calibration(run):
+    """The int8 calibration batches of ``run`` and how they were made (see the module
+    docstring): the run's own when it was given some, else made once and kept there."""
+    if run.calibration is None:
+        signature, settings = run.signature, run.settings
+        if settings.inputs is not None:
+            run.calibration = ([signature.name_inputs(settings.inputs)], "user inputs")
+        else:
+            distribution = run.generated
+            kwargs = {"distribution": distribution} if distribution else {}
+            run.calibration = (
+                [signature.generate(CALIBRATION_ROWS, CALIBRATION_SEED + settings.seed + i,
+                                    **kwargs) for i in range(CALIBRATION_BATCHES)],
+                f"generated: {CALIBRATION_BATCHES} batches of {CALIBRATION_ROWS}"
+                + (f" ({distribution})" if distribution else ""))
+    return run.calibration
 
 
 class QuantizedFormat(Format):
-    """``base`` (``"tflite"`` or ``"onnx"``) quantized as ``mode``."""
+    """Format ``base`` quantized as ``mode``: the float format's hooks do the work."""
+
+    comparing = "checking the quantized model against its identity twin and Keras"
 
     def __init__(self, base, mode):
+        float_format = get(base)
         self.base, self.mode = base, mode
         self.name = f"{base}:{mode}"
+        self.title = f"{float_format.title or base} {mode}"
         self.artifact = f"model.{mode}.{base}"
         self.converts_from = base  # grouped with the float format: shares its conversions
-        self.refused_by = get(base).refused_by
+        self.refused_by = float_format.refused_by
         self.invalid_what = f"the {mode} quantized model does not load and run"
 
-    def convert(self, session, reference):
-        from tfdropblock._util import describe_error
-        from tfdropblock.export.atomic import write_bytes
-        from tfdropblock.export.quantize import quantize_onnx, quantize_tflite
+    @property
+    def float_format(self):
+        return get(self.base)
 
-        batches = calibration(session) if self.mode == "int8" else None
+    def convert(self, run, reference):
+        from tfdropblock._util import describe_error
+
+        batches = calibration(run)[0] if self.mode == "int8" else None
         try:
-            if self.base == "tflite":
-                saved = session.get("saved_model", reference)
-                data = quantize_tflite(saved, self.mode, batches,
-                                       int8_io=session.settings.int8_io)
-                write_bytes(session.path(self.name, reference), data)
-                return data
-            proto = session.get("onnx", reference)
-            quantized = quantize_onnx(proto, self.mode, batches)
+            return self.float_format.quantize(run, self.mode, reference, batches)
         except (ConversionError, InputError):
             raise
         except Exception as e:
-            raise ConversionError(f"{self.name} quantization failed: {describe_error(e)}",
-                                  format=self.name) from e
-        write_bytes(session.path(self.name, reference), quantized.SerializeToString())
-        return quantized
+            raise ConversionError(f"{self.name} quantization failed: "
+                                  f"{describe_error(e)}") from e
 
     def read_graph(self, source, signature=None):
-        return get(self.base).read_graph(source, signature)
+        return self.float_format.read_graph(source, signature)
 
     def is_random_op(self, op):
-        return get(self.base).is_random_op(op)
+        return self.float_format.is_random_op(op)
 
-    def sniff(self, path, head):
-        return False  # an artifact on disk is inspected as its float format
+    def conversion(self, artifact, graph, run):
+        return {"bytes": _size(artifact), "mode": self.mode}, []
 
-    def check(self, ctx, session, result, say):
-        from tfdropblock.export.quantize import verify_quantized
+    def runtimes(self, run, artifact):
+        runners = self.float_format.quantized_runtimes(artifact)
+        for runner in runners.values():
+            runner(run.batches[0])  # loads is not enough: it must run
+        return None, {"runtimes": sorted(runners)}, runners
 
-        session.generated_distribution = ctx.generated
-        artifact = self.converted(ctx, session, result)
-        if artifact is None:
-            return
-        size = len(artifact) if isinstance(artifact, bytes) else artifact.ByteSize()
-        result.checks["conversion"] = CheckResult(True, {"bytes": size, "mode": self.mode})
-        result.artifact = str(session.path(self.name))
-        say("checking the quantized model against its identity twin and Keras")
-        twin = session.get(self.name, reference=True)
-        checked = verify_quantized(self.base, self.mode, artifact, twin, ctx.batches,
-                                   ctx.expected, layer_names=ctx.layer_names)
-        for name, check in checked.checks.items():
-            if name in ("structure", "twin"):
-                check.details["reference"] = session.reference_how
-            result.checks[name] = check
-        result.findings.extend(checked.findings)
-        result.warnings.extend(checked.warnings)
-        result.quantization = {"format": self.base, "mode": self.mode, "bytes": size,
-                               "calibration": (getattr(session, "calibration_how", None)
-                                               if self.mode == "int8" else None),
-                               "int8_io": bool(session.settings.int8_io)
-                               if self.base == "tflite" and self.mode == "int8" else None}
+    def compare(self, run, artifact, runs, result):
+        twin = run.get(self.name, reference=True)
+        twin_runs = {label: [runner(b) for b in run.batches]
+                     for label, runner in self.float_format.quantized_runtimes(twin).items()}
+        comparison = self.float_format.twin_comparison(artifact, twin)
+        check, findings = checks.twin_check(comparison, runs, twin_runs, self.base)
+        check.details["reference"] = run.reference_how
+        result.checks["twin"] = check
+        result.findings.extend(findings)
+        limits = thresholds_for(run.thresholds if run.thresholds is not None else self.mode)
+        check, findings, warnings = quality_check(runs, run.expected, limits, run.batches)
+        result.checks["quality"] = check
+        result.findings.extend(findings)
+        result.warnings.extend(warnings)
+
+    def finish(self, run, artifact, result):
+        extra, warnings = self.float_format.quantized_checks(self.mode, artifact)
+        result.checks.update(extra)
+        result.warnings.extend(warnings)
+        result.quantization = {
+            "format": self.base, "mode": self.mode, "bytes": _size(artifact),
+            "calibration": calibration(run)[1] if self.mode == "int8" else None,
+            "int8_io": None, **self.float_format.quantization_info(run, self.mode)}
 
 
-VARIANTS = tuple(register(QuantizedFormat(base, mode))
-                 for base, modes in MODES.items() for mode in modes)
+def _size(artifact):
+    return len(artifact) if isinstance(artifact, bytes) else artifact.ByteSize()
+
+
+def verify_quantized(fmt, mode, artifact, twin, inputs, expected, *, layer_names=None,
+                     thresholds=None):
+    """The check sequence of variant ``fmt:mode`` (:meth:`Format.check`) on an artifact made
+    elsewhere, against its identity twin and Keras's outputs.
+
+    Args:
+        fmt, mode: the float format and the mode both were quantized with (the mode picks the
+            default thresholds).
+        artifact: the model quantized (as the format's quantizer returns it, or a path);
+            ``twin``: the same model with every DropBlock an identity, quantized the same way
+            with the same calibration batches.
+        inputs: batches ``{input name: array}`` to evaluate on (not the calibration batches).
+        expected: Keras's float outputs (``training=False``) on ``inputs``, named as the
+            artifacts' outputs.
+        layer_names: the DropBlock layers' names (:func:`~.identity.dropblock_names`), for the
+            name-scope check; None looks for Keras's default names.
+        thresholds: a :class:`~.metrics.Thresholds`; default: the mode's.
+    Returns:
+        :class:`~tfdropblock.export.report.FormatResult`, settled. Raises nothing for a failed
+        check; InputError if an artifact cannot be parsed at all.
+    """
+    check_mode(fmt, mode)
+    if len(inputs) != len(expected) or not inputs:
+        raise InputError(f"Invalid inputs/expected: {len(inputs)} input batches and "
+                         f"{len(expected)} batches of Keras outputs; expected the same number, "
+                         "at least one.")
+    variant = get(f"{fmt}:{mode}")
+    given = _Given(artifact, twin, list(inputs), list(expected), layer_names,
+                   thresholds_for(thresholds or mode))
+    result = FormatResult(variant.name)
+    variant.check(given, result, lambda message: None)
+    return result.settle()
+
+
+class _Given:
+    """The slice of a :class:`~tfdropblock.export.run.Run` that :meth:`Format.check` reads,
+    over two artifacts already made and Keras's outputs already computed."""
+
+    reference_how = "given"
+    calibration = (None, "given")
+    io = None  # the runtimes feed and return what Keras does
+
+    def __init__(self, artifact, twin, batches, expected, layer_names, thresholds):
+        self._artifacts = {False: artifact, True: twin}
+        self.batches, self.expected = batches, expected
+        self.layer_names, self.thresholds = layer_names, thresholds
+        self.settings = types.SimpleNamespace(option=lambda name: None)
+
+    def get(self, name, reference=False):
+        return self._artifacts[reference]
+
+    def path(self, name, reference=False):
+        return None

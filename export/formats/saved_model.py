@@ -19,7 +19,7 @@ import numpy as np
 from tfdropblock._util import describe_error
 from tfdropblock.export.errors import ConversionError, InputError
 from tfdropblock.export.formats.base import Format, register
-from tfdropblock.export.graphs import TF_RANDOM, Graph
+from tfdropblock.export.graphs import Graph, is_tf_random
 
 ENDPOINT = "serve"
 
@@ -173,18 +173,17 @@ def _spec(name, spec):
 
 class SavedModelFormat(Format):
     name = "saved_model"
+    title = "SavedModel"
     artifact = "saved_model"
-    directory = True
     invalid_what = "the SavedModel does not reload"
 
-    def convert(self, session, reference):
-        path = session.path(self.name, reference)
+    def convert(self, run, reference):
+        path = run.path(self.name, reference)
         try:
-            return export_saved_model(session.model, path, session.signature,
-                                      session.function(reference))
+            return export_saved_model(run.model, path, run.signature,
+                                      run.function(reference))
         except Exception as e:
-            raise ConversionError(f"SavedModel export failed: {describe_error(e)}",
-                                  format=self.name) from e
+            raise ConversionError(f"SavedModel export failed: {describe_error(e)}") from e
 
     def read_graph(self, source, signature=None):
         return saved_model_graph(source, signature)
@@ -193,7 +192,7 @@ class SavedModelFormat(Format):
         return saved_model_graph(artifact, ENDPOINT)
 
     def is_random_op(self, op):
-        return bool(TF_RANDOM.search(op))
+        return is_tf_random(op)
 
     def sniff(self, path, head):
         if path.is_dir():
@@ -202,7 +201,7 @@ class SavedModelFormat(Format):
             raise InputError(f"{path}: pass the SavedModel directory, not its saved_model.pb.")
         return False
 
-    def runtimes(self, ctx, session, artifact):
+    def runtimes(self, run, artifact):
         runner = SavedModelRunner(artifact)
         return runner.io(), {"reloaded": True}, {"saved_model (reloaded)": runner}
 
