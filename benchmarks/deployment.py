@@ -153,7 +153,8 @@ def breakage_table(model_path, images, labels, calibration):
     import tfdropblock  # noqa: F401
     from tfdropblock.export import export
     from tfdropblock.export.metrics import output_metrics
-    from tfdropblock.export.quantize import quantize_onnx, quantize_tflite
+    from tfdropblock.export.formats.onnx import quantize_onnx
+    from tfdropblock.export.formats.tflite import quantize_tflite
 
     model = keras.models.load_model(model_path)
     expected = _batched(keras_runner(model), images)

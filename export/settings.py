@@ -8,7 +8,7 @@ from typing import Any
 
 from tfdropblock.export.errors import InputError
 from tfdropblock.export import formats
-from tfdropblock.gamma import is_int
+from tfdropblock.validation import is_int
 
 REFERENCE_MODES = ("auto", "export")
 DEFAULT_TIMEOUT = 600  # seconds allowed to each format's converter in an isolated run

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 
 from tfdropblock import DropBlock1D, DropBlock2D, DropBlock3D
-from tfdropblock import ops as _ops
-from tfdropblock.checks import is_int
+from tfdropblock import validation
+from tfdropblock.validation import is_int
 
 # Every reference model is channels_last whatever keras.config.image_data_format() says:
 # TensorFlow's CPU kernels and TFLite only run NHWC convolutions, and the DropBlock layers
@@ -73,13 +73,13 @@ class DropBlockPlacer:
 
     def __init__(self, spatial_rank, rate, block_size, seed, share_channels, gamma_mode):
         self.cls = DROPBLOCK_BY_RANK[spatial_rank]
-        self.rate = _ops.check_rate(rate)
-        self.block_size = _ops.check_block_size(block_size, spatial_rank)
+        self.rate = validation.check_rate(rate)
+        self.block_size = validation.check_block_size(block_size, spatial_rank)
         if seed is not None and not is_int(seed):
             raise TypeError(f"Invalid seed={seed!r}: expected an int or None.")
         self.seed = seed
         self.share_channels = bool(share_channels)
-        self.gamma_mode = _ops.check_gamma_mode(gamma_mode)
+        self.gamma_mode = validation.check_gamma_mode(gamma_mode)
         self.count = 0
 
     def __call__(self, x, rate, name):

@@ -16,7 +16,7 @@ import functools
 
 import numpy as np
 
-from tfdropblock.checks import (GAMMA_MODES, check_block_size, check_gamma, check_rate,
+from tfdropblock.validation import (GAMMA_MODES, check_block_size, check_gamma, check_rate,
                                 check_spatial_shape, is_int)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfdropblock import checks, ops
+from tfdropblock import ops, validation
 from tfdropblock._compat import flatten_layers
 
 
@@ -17,12 +17,12 @@ class _DropBlock(keras.layers.Layer):
     def __init__(self, rate, block_size, seed=None, data_format=None, share_channels=False,
                  gamma_mode="paper", **kwargs):
         super().__init__(**kwargs)
-        self.rate = checks.check_rate(rate)
-        self.block_size = checks.check_block_size(block_size, self.spatial_rank)
-        self.data_format = checks.check_data_format(data_format)
-        self.share_channels = checks.check_bool(share_channels, "share_channels")
-        self.gamma_mode = checks.check_gamma_mode(gamma_mode)
-        if seed is not None and not checks.is_int(seed):
+        self.rate = validation.check_rate(rate)
+        self.block_size = validation.check_block_size(block_size, self.spatial_rank)
+        self.data_format = validation.check_data_format(data_format)
+        self.share_channels = validation.check_bool(share_channels, "share_channels")
+        self.gamma_mode = validation.check_gamma_mode(gamma_mode)
+        if seed is not None and not validation.is_int(seed):
             raise TypeError(f"Invalid seed={seed!r}: expected an int or None.")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -46,7 +46,7 @@ class _DropBlock(keras.layers.Layer):
         # model's call) inherits the caller's training value as before.
         # Checked on every call, inference included: an integer input would otherwise pass
         # through until the first training step. A Python check adds no op.
-        checks.check_float_input(inputs, type(self).__name__)
+        validation.check_float_input(inputs, type(self).__name__)
         if isinstance(training, (bool, type(None))):
             # A Python branch, as Keras's Dropout: inference adds no op at all.
             return self._drop(inputs) if training else inputs
@@ -69,7 +69,7 @@ class _DropBlock(keras.layers.Layer):
 
     def compute_output_spec(self, inputs, *args, **kwargs):
         # Functional models build from this spec without running call(): check here too.
-        checks.check_float_input(inputs, type(self).__name__)
+        validation.check_float_input(inputs, type(self).__name__)
         return super().compute_output_spec(inputs, *args, **kwargs)
 
     def compute_output_shape(self, input_shape):

@@ -15,7 +15,7 @@ import numbers
 import tensorflow as tf
 
 from tfdropblock._compat import in_xla_context
-from tfdropblock.checks import (check_block_size, check_bool, check_data_format,
+from tfdropblock.validation import (check_block_size, check_bool, check_data_format,
                                 check_float_input, check_gamma_mode, check_rate, check_seed)
 from tfdropblock.gamma import gamma_tensor
 

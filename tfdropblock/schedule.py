@@ -6,7 +6,7 @@ import math
 
 import keras
 
-from tfdropblock.checks import check_rate, is_int
+from tfdropblock.validation import check_rate, is_int
 from tfdropblock.layers import dropblock_layers
 
 

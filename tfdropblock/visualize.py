@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 
-from tfdropblock import ops as _ops
+from tfdropblock import validation
 from tfdropblock._files import write_bytes
 from tfdropblock.gamma import expected_drop_fraction, gamma_for
 
@@ -49,10 +49,10 @@ def render_masks(out_path, rate=0.1, block_size=7, size=(64, 64), share_channels
         >>> round(info["expected_drop"], 3)
         0.095
     """
-    rate = _ops.check_rate(rate)
-    block = _ops.check_block_size(block_size, 2)
+    rate = validation.check_rate(rate)
+    block = validation.check_block_size(block_size, 2)
     size = _check_size(size)
-    gamma_mode = _ops.check_gamma_mode(gamma_mode)
+    gamma_mode = validation.check_gamma_mode(gamma_mode)
     if isinstance(channels, bool) or not isinstance(channels, int) or not (
             1 <= channels <= MAX_CHANNELS):
         raise ValueError(f"Invalid channels={channels!r}: expected an int from 1 to "
