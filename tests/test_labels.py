@@ -193,7 +193,8 @@ def test_cli_planted_drop_is_exit_1_and_in_the_json(files, keras_top, data, tmp_
     code = cli.main(["verify", str(files / "model.keras"), "--formats", "swapped_saved_model",
                      "--import", str(tmp_path / "swapped_format.py"), "--atol", "1000",
                      "--inputs", str(tmp_path / "planted.npz"), "--labels", "y",
-                     "--max-accuracy-drop", "0.1", "--batch-size", str(CLI_BATCH), "--json", str(out)])
+                     "--max-accuracy-drop", "0.1", "--batch-size", str(CLI_BATCH),
+                     "--json", str(out)])
     formats.unregister("swapped_saved_model")
     captured = capsys.readouterr()
     assert code == 1, captured.err
