@@ -176,6 +176,9 @@ def test_labels_need_inputs_and_max_accuracy_drop_needs_labels(files, capsys):
     assert cli.main(["verify", model, "--inputs", str(files / "good.npz"), "--labels", "y",
                      "--max-accuracy-drop", "2"]) == 2
     assert "--max-accuracy-drop" in capsys.readouterr().err
+    assert cli.main(["verify", model, "--inputs", str(files / "good.npz"), "--labels", "y",
+                     "--batch-size", "0"]) == 2
+    assert "--batch-size" in capsys.readouterr().err
 
 
 def test_a_model_without_class_scores_is_exit_2(files, capsys):
