@@ -190,11 +190,11 @@ def test_a_model_without_class_scores_is_exit_2(files, capsys):
 
 
 def test_cli_planted_drop_is_exit_1_and_in_the_json(files, keras_top, data, tmp_path, capsys):
-    (tmp_path / "swapped_format.py").write_text(BROKEN)
+    (tmp_path / "swapped_cli_format.py").write_text(BROKEN)  # not the module above
     np.savez(tmp_path / "planted.npz", image=data["image"], y=keras_top)
     out = tmp_path / "report.json"
     code = cli.main(["verify", str(files / "model.keras"), "--formats", "swapped_saved_model",
-                     "--import", str(tmp_path / "swapped_format.py"), "--atol", "1000",
+                     "--import", str(tmp_path / "swapped_cli_format.py"), "--atol", "1000",
                      "--inputs", str(tmp_path / "planted.npz"), "--labels", "y",
                      "--max-accuracy-drop", "0.1", "--batch-size", str(CLI_BATCH),
                      "--json", str(out)])
