@@ -184,22 +184,30 @@ def markdown_verify(report):
 
 
 def markdown_breakage(rows):
-    """The breakage table, each row judged by the kit's current default floors and by
-    :data:`PROPOSED`."""
+    """The breakage table, each row judged by the kit's current default floors, by
+    :data:`PROPOSED`, and by the accuracy limit ``verify --labels`` applies to a quantized
+    variant by default."""
     import dataclasses
 
     from tfdropblock.export.metrics import THRESHOLDS
+    from tfdropblock.export.settings import QUANTIZED_ACCURACY_DROP
 
     current = {mode: tuple(dataclasses.astuple(t)) for mode, t in THRESHOLDS.items()}
 
     def judge(row, floors):
         return "**fails**" if fails(row, floors[row["mode"]]) else "passes"
 
+    def limit(row):
+        drop = row["keras_top1"] - row["top1"]
+        return "**fails**" if drop > QUANTIZED_ACCURACY_DROP + 1e-12 else "passes"
+
     lines = ["| case | judged as | SNR (dB) | cosine | top-1 agreement | top-1 (Keras) | "
-             "current floor | proposed floor |", "|---|---|---|---|---|---|---|---|"]
+             "current floor | proposed floor | with labels: "
+             f"{100 * QUANTIZED_ACCURACY_DROP:g}-point limit |",
+             "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['case']} | {r['mode']} | {r['snr_db']:.1f} | {r['cosine']:.5f} | "
               f"{100 * r['agreement']:.2f} | {100 * r['top1']:.2f} ({100 * r['keras_top1']:.2f})"
-              f" | {judge(r, current)} | {judge(r, PROPOSED)} |"
+              f" | {judge(r, current)} | {judge(r, PROPOSED)} | {limit(r)} |"
               for r in rows]
     return "\n".join(lines)
 
