@@ -206,3 +206,11 @@ def test_cli_planted_drop_is_exit_1_and_in_the_json(files, keras_top, data, tmp_
     assert accuracy["ok"] is False and accuracy["keras_top1"] == 1.0
     assert accuracy["top1"] == pytest.approx(right) and accuracy["rows"] == ROWS
     assert "labelled rows" in captured.err  # the progress line
+
+
+def test_labels_out_of_the_models_classes_are_an_input_error(model, data):
+    from tfdropblock.export import InputError
+
+    with pytest.raises(InputError, match=r"--labels.*classes 0\.\.2; .* scores 2 classes"):
+        verify(model, formats=("saved_model",), inputs={"image": data["image"]},
+               labels=np.where(data["y"] == 1, 2, 0))
