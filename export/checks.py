@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 
+from tfdropblock.export.errors import InputError
 from tfdropblock.export.graphs import scope_matcher
 from tfdropblock.export.report import CheckResult, Finding
 
@@ -380,3 +381,45 @@ def _counts(counter, limit=12):
     items = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
     text = ", ".join(f"{op} x{n}" for op, n in items[:limit])
     return text + (f", ... ({len(items) - limit} more op types)" if len(items) > limit else "")
+
+
+def class_scores(outputs, labels):
+    """The name of the model's class score output that ``labels`` index: its only output, of
+    shape (batch, classes) with classes >= 2 and every label in range; InputError otherwise."""
+    what = "labels (--labels) need a model whose output is a class score vector"
+    if len(outputs) != 1:
+        raise InputError(f"Invalid labels (--labels): the model has {len(outputs)} outputs "
+                         f"{sorted(outputs)}; {what} (one output of shape (batch, classes)).")
+    (name, scores), = outputs.items()
+    shape = np.shape(scores)
+    if len(shape) != 2 or shape[1] < 2:
+        raise InputError(f"Invalid labels (--labels): output {name!r} has shape "
+                         f"{(None, *shape[1:])}; {what}, of shape (batch, classes >= 2).")
+    low, high = int(np.min(labels)), int(np.max(labels))
+    if low < 0 or high >= shape[1]:
+        raise InputError(f"Invalid labels (--labels): classes {low}..{high}; the model's output "
+                         f"{name!r} scores {shape[1]} classes (0..{shape[1] - 1}).")
+    return name
+
+
+def top_classes(scores):
+    """The top class of each row of class scores."""
+    return np.argmax(np.asarray(scores), axis=1)
+
+
+def accuracy_check(top, keras_top, labels, max_drop, where):
+    """Top-1 of an artifact's top classes ``top`` and of Keras's on ``labels``, and the share
+    of rows where they agree; fails when the artifact's top-1 is more than ``max_drop`` below
+    Keras's (None: reported, not judged)."""
+    top1 = float(np.mean(top == labels))
+    keras_top1 = float(np.mean(keras_top == labels))
+    drop = keras_top1 - top1
+    ok = None if max_drop is None else bool(drop <= max_drop + 1e-12)
+    details = {"top1": top1, "keras_top1": keras_top1,
+               "agreement": float(np.mean(top == keras_top)), "rows": int(len(labels)),
+               "drop": drop, "max_drop": max_drop, "runtime": where}
+    findings = [] if ok is not False else [Finding(
+        "accuracy", f"top-1 {top1:.2%} is {drop:.2%} below Keras's {keras_top1:.2%}", where,
+        f"more than the {max_drop:.2%} allowed (max_accuracy_drop) on {len(labels)} labelled "
+        "rows")]
+    return CheckResult(ok, details), findings

@@ -14,7 +14,10 @@ from tfdropblock._util import EXIT_ERROR, EXIT_FAILED, EXIT_OK
 # 3: quantized variants as formats ("tflite:int8", ...) with checks twin, quality (and
 #    coverage for tflite:int8) instead of parity; formats.<name>.quantization (null for a
 #    float format); settings.quantize and settings.int8_io when quantizing.
-SCHEMA_VERSION = 3
+# 4: checks.accuracy (top1, keras_top1, agreement, rows, drop, max_drop, runtime) on every
+#    format when labels are given; settings.labels (rows), max_accuracy_drop,
+#    quantized_accuracy_drop and batch_size then.
+SCHEMA_VERSION = 4
 
 FORMATS = ("saved_model", "tflite", "onnx")
 CHECKS = ("conversion", "structure", "validity", "parity", "determinism")
@@ -215,6 +218,9 @@ def format_table(report):
             c = r.checks.get(check)
             if c is not None and c.details.get("status") == "vacuous":
                 cells.append("vacuous")  # ran, but could not have failed: see the warnings
+            elif c is not None and check == "accuracy":
+                cells.append({True: "ok ", False: "FAIL ", None: ""}[c.ok]
+                             + f"{100 * c.details['top1']:.1f}%")
             elif c is None or c.ok is None:
                 cells.append("-")
             elif c.ok and check == "quality":

@@ -46,6 +46,9 @@ class Run:
         # Set by choose_inputs: the inputs, Keras's outputs on them, their I/O description,
         # and the distribution of generated inputs (None for the user's).
         self.batches = self.expected = self.io = self.generated = None
+        # Set by choose_inputs when labels are given: the labelled rows in batches, the name
+        # of the class score output and Keras's top class per row.
+        self.label_batches = self.scores = self.keras_top = None
         self._cache = {}
         self._functions = {}
         self._graphs = {}
@@ -69,7 +72,17 @@ class Run:
         no output's comparison is degenerate (or parity would compare nothing).
         """
         settings, signature = self.settings, self.signature
-        if settings.inputs is not None:
+        if settings.labels is not None:
+            # Every labelled row is run, batch by batch; the comparisons with Keras use the
+            # first batch (and its first row), as they use a user's inputs.
+            named, size = signature.name_inputs(settings.inputs), settings.batch_size
+            self.label_batches = [{k: a[i:i + size] for k, a in named.items()}
+                                  for i in range(0, len(settings.labels), size)]
+            self.batches = signature.batches(self.label_batches[0], settings.seed)
+            self.expected = [self.keras(b) for b in self.batches]
+            self.scores = checks.class_scores(self.expected[0], settings.labels)
+            self.keras_top = self.top_classes(self.keras)
+        elif settings.inputs is not None:
             self.batches = signature.batches(settings.inputs, settings.seed)
             self.expected = [self.keras(b) for b in self.batches]
         else:
@@ -82,6 +95,12 @@ class Run:
                 settings.seed, judge)
         self.io = checks.keras_io(signature, self.batches, self.expected)
         return self
+
+    def top_classes(self, runner):
+        """The top class per labelled row of ``runner`` (named inputs to named outputs), run
+        one batch at a time."""
+        return np.concatenate([checks.top_classes(runner(b)[self.scores])
+                               for b in self.label_batches])
 
     def keras(self, named):
         return keras_outputs(self.model, self.signature, named)

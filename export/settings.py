@@ -13,6 +13,13 @@ from tfdropblock.validation import is_int
 REFERENCE_MODES = ("auto", "export")
 DEFAULT_TIMEOUT = 600  # seconds allowed to each format's converter in an isolated run
 WRITE_POLICIES = ("passed", "all_or_nothing", "converted")
+# Rows run through a model at once when labels are given (Keras and every artifact).
+BATCH_SIZE = 500
+# With labels, the largest drop of a quantized variant's top-1 below Keras's that passes
+# unless max_accuracy_drop says otherwise: on the trained Fashion-MNIST model every correct
+# variant dropped <= 0.56 points, int8 calibrated on one grey image 9.2 and 10.6
+# (docs/ACCURACY.md, "Quality floors"). Float formats are judged only when it is given.
+QUANTIZED_ACCURACY_DROP = 0.02
 
 
 def check_tolerance(name, value):
@@ -46,6 +53,9 @@ class Settings:
     seed: int = 0
     reference: str = "auto"
     quantize: tuple = ()        # the quantized variants asked for ("tflite:int8", ...)
+    labels: Any = None          # integer class per row of ``inputs`` (see :func:`labelled`)
+    max_accuracy_drop: float | None = None
+    batch_size: int = BATCH_SIZE
     options: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -64,6 +74,21 @@ class Settings:
             raise InputError(f"Invalid seed={self.seed!r}: expected an int >= 0.")
         set_("seed", int(self.seed))
         set_("quantize", tuple(self.quantize or ()))
+        if self.labels is not None:
+            set_("labels", check_labels(self.labels, self.inputs))
+        if self.max_accuracy_drop is not None:
+            drop = self.max_accuracy_drop
+            if isinstance(drop, bool) or not isinstance(drop, (int, float)) or \
+                    not 0.0 <= drop <= 1.0:
+                raise InputError(f"Invalid max_accuracy_drop={drop!r}: expected a fraction in "
+                                 "[0, 1] (0.02: two points of top-1).")
+            if self.labels is None:
+                raise InputError("max_accuracy_drop needs labels= (--labels): without labels "
+                                 "there is no accuracy to judge.")
+            set_("max_accuracy_drop", float(drop))
+        if not is_int(self.batch_size) or self.batch_size < 1:
+            raise InputError(f"Invalid batch_size={self.batch_size!r}: expected an int >= 1.")
+        set_("batch_size", int(self.batch_size))
         known = formats.options()
         unknown = sorted(set(self.options) - set(known))
         if unknown:
@@ -71,6 +96,12 @@ class Settings:
                              f"formats' options are {tuple(known)}.")
         set_("options", {name: option.check(self.options.get(name, option.default))
                          for name, option in known.items()})
+
+    def accuracy_drop(self, quantized):
+        """The largest top-1 drop below Keras's that passes (None: reported, not judged)."""
+        if self.labels is None or self.max_accuracy_drop is not None:
+            return self.max_accuracy_drop
+        return QUANTIZED_ACCURACY_DROP if quantized else None
 
     def option(self, name):
         """The value of a format's option ``name``."""
@@ -85,7 +116,59 @@ class Settings:
                 **{name: value for name, value in self.options.items()
                    if not getattr(known.get(name), "quantized_only", False)},
                 "inputs": "user" if self.inputs is not None else "generated",
+                **({"labels": len(self.labels), "max_accuracy_drop": self.max_accuracy_drop,
+                    "quantized_accuracy_drop": self.accuracy_drop(True),
+                    "batch_size": self.batch_size} if self.labels is not None else {}),
                 **({"quantize": list(self.quantize),
                     **{name: value for name, value in self.options.items()
                        if getattr(known.get(name), "quantized_only", False)}}
                    if self.quantize else {})}
+
+
+def _rows(inputs):
+    """The rows of user inputs (array, list or dict of arrays with a batch axis), or None."""
+    import numpy as np
+
+    arrays = list(inputs.values()) if isinstance(inputs, dict) else \
+        list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    shapes = [np.shape(a) for a in arrays]
+    return shapes[0][0] if shapes and shapes[0] else None
+
+
+def check_labels(labels, inputs, arg="labels"):
+    """``labels`` as a 1-D int64 array of one class per row of ``inputs``; InputError naming
+    ``arg`` for labels that are not integers, not one per row, or given without inputs."""
+    import numpy as np
+
+    if inputs is None:
+        raise InputError(f"Invalid {arg}: labels need the inputs they label (--inputs NPZ, "
+                         "inputs=).")
+    array = np.asarray(labels)
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        raise InputError(f"Invalid {arg}: dtype {array.dtype}; expected integer class indices "
+                         "(int32 or int64), one per input row.")
+    rows = _rows(inputs)
+    if array.ndim != 1 or len(array) != rows:
+        raise InputError(f"Invalid {arg}: shape {array.shape}; expected ({rows},), one class "
+                         f"per input row.")
+    return array.astype(np.int64)
+
+
+def labelled(inputs, labels, arg="labels"):
+    """``(inputs, labels)`` with ``labels`` resolved: an array is checked as is; a name is an
+    array of ``inputs`` (a dict, as an NPZ loads), taken out of them, the others staying the
+    model's inputs. InputError naming ``arg`` otherwise."""
+    if labels is None:
+        return inputs, None
+    if isinstance(labels, str):
+        if not isinstance(inputs, dict) or labels not in inputs:
+            have = sorted(inputs) if isinstance(inputs, dict) else None
+            raise InputError(f"Invalid {arg} {labels!r}: no such array in the inputs"
+                             + (f"; they hold {have}." if have else
+                                " (a name needs inputs as a dict or NPZ of named arrays)."))
+        inputs = dict(inputs)
+        labels = inputs.pop(labels)
+        if not inputs:
+            raise InputError(f"Invalid {arg}: the inputs hold only the labels; the model's "
+                             "inputs are the NPZ's other arrays.")
+    return inputs, check_labels(labels, inputs, arg)

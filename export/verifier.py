@@ -12,7 +12,8 @@ from tfdropblock.export.formats import check_formats
 from tfdropblock.export.loading import import_modules, load_model
 from tfdropblock.export.run import Run
 from tfdropblock.export.report import FORMATS
-from tfdropblock.export.settings import DEFAULT_TIMEOUT, WRITE_POLICIES, Settings, check_choice
+from tfdropblock.export.settings import (BATCH_SIZE, DEFAULT_TIMEOUT, WRITE_POLICIES, Settings,
+                                        check_choice, labelled)
 from tfdropblock.export import staging
 from tfdropblock.export.staging import output_error, workspace
 
@@ -22,7 +23,7 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
            timeout=DEFAULT_TIMEOUT,
            jobs=None, seed=0, tflite_select_tf_ops=False, onnx_external_data=None,
            write="passed", imports=(), reference="auto", quantize=None, int8_io=False,
-           progress=None):
+           labels=None, max_accuracy_drop=None, batch_size=BATCH_SIZE, progress=None):
     """Export ``model`` and check, per format, that DropBlock folds away.
 
     For each format: **structure** (the op multiset reachable from the inference entry point of
@@ -65,6 +66,16 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
             int8); one that none has is an InputError. int8 is calibrated on ``inputs`` when
             given, else on generated batches (see :mod:`.formats.quantized`).
         int8_io: TFLite int8 with integer inputs and outputs (default: float at the edges).
+        labels: an integer class per row of ``inputs`` (an array), or the name of the array
+            of ``inputs`` (a dict, as an NPZ loads) that holds them, the others staying the
+            model's inputs. Every format, float and quantized, then gets an **accuracy** check
+            (``top1``, ``keras_top1``, ``agreement``, ``rows``) over every row, run
+            ``batch_size`` rows at a time; the comparisons with Keras and int8 calibration use
+            the first batch. The model's output must be class scores (batch, classes).
+        max_accuracy_drop: a top-1 more than this (a fraction: 0.02 is two points) below
+            Keras's fails the format. Default: quantized variants fail beyond
+            :data:`~tfdropblock.export.settings.QUANTIZED_ACCURACY_DROP`, float formats'
+            accuracy is reported, not judged.
         progress: optional callable ``progress(format, message)``.
     Returns:
         :class:`Report`.
@@ -77,7 +88,9 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
     formats = check_formats(formats)
     variants = check_quantize(quantize, formats)
     formats = tuple(dict.fromkeys(formats + variants))
-    settings = Settings.make(inputs=inputs, atol=atol, rtol=rtol,
+    inputs, labels = labelled(inputs, labels)
+    settings = Settings.make(inputs=inputs, labels=labels, max_accuracy_drop=max_accuracy_drop,
+                             batch_size=batch_size, atol=atol, rtol=rtol,
                              input_signature=input_signature, seed=seed, reference=reference,
                              quantize=variants, opset=opset,
                              tflite_select_tf_ops=tflite_select_tf_ops,

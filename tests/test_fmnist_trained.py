@@ -21,7 +21,8 @@ INT8_FORMATS = ("tflite:int8", "onnx:int8")
 @pytest.fixture(scope="session")
 def trained():
     """The study's 2-D network with DropBlock (block 7) trained 2 epochs on the 3,000 shipped
-    training images (about 100 steps), and its verify report on 500 real test images."""
+    training images (about 100 steps), and its verify report on 500 real labelled test
+    images."""
     from benchmarks import fmnist
     from tfdropblock.export import verify
 
@@ -29,7 +30,7 @@ def trained():
     model = fmnist.image_net("dropblock", block_size=7, width=8, seed=0)
     fmnist.train(model, fmnist.as_images(x), y, epochs=2, batch_size=64, learning_rate=1e-2)
     images, labels = fmnist.as_images(xt[:TEST_ROWS]), yt[:TEST_ROWS]
-    report = verify(model, inputs={"image": images}, quantize=("int8",))
+    report = verify(model, inputs={"image": images}, labels=labels, quantize=("int8",))
     return {"model": model, "images": images, "labels": labels, "report": report}
 
 
@@ -55,3 +56,15 @@ def test_int8_keeps_the_top_class_on_real_test_images(trained, fmt):
     assert quality["worst"]["top1_agreement"] >= 0.95, quality["worst"]
     assert result.checks["twin"].ok, str(trained["report"])
     assert trained["report"].ok, str(trained["report"])
+
+
+@pytest.mark.parametrize("fmt", FLOAT_FORMATS + INT8_FORMATS)
+def test_labelled_accuracy_is_the_one_the_test_computes(trained, fmt):
+    keras_top = np.argmax(trained["model"].predict(trained["images"], verbose=0), 1)
+    accuracy = trained["report"].formats[fmt].checks["accuracy"]
+    assert accuracy.details["rows"] == TEST_ROWS
+    assert accuracy.details["keras_top1"] == pytest.approx(np.mean(keras_top == trained["labels"]))
+    if fmt in FLOAT_FORMATS:
+        assert accuracy.details["agreement"] == 1.0 and accuracy.ok is None
+    else:  # the default drop judges the quantized variants, and a correct int8 is within it
+        assert accuracy.details["agreement"] >= 0.95 and accuracy.ok is True, accuracy

@@ -1,7 +1,7 @@
 """``tfdropblock`` command line: verify, export and inspect models, render DropBlock masks.
 
 Exit statuses: 0 everything passed; 1 a structure, validity, parity, determinism (or, for a
-quantized format, twin or quality) check failed
+quantized format, twin or quality; with ``--labels``, accuracy) check failed
 (or ``inspect`` found something); 2 bad usage, an input that cannot be read or loaded, or an
 output that cannot be written (``--out`` under a file, read-only, disk full or a file-size
 limit: nothing is written then); 3 a converter or runtime failed; 130 interrupted (SIGINT,
@@ -78,6 +78,14 @@ def _non_negative(value):
     return number
 
 
+def _fraction(value):
+    number = _non_negative(value)
+    if number > 1:
+        raise argparse.ArgumentTypeError(f"invalid value {value!r}: expected a fraction in "
+                                         "[0, 1] (0.02: two points of top-1)")
+    return number
+
+
 def _positive(value):
     number = _non_negative(value)
     if number <= 0:
@@ -89,7 +97,8 @@ def build_parser():
     from tfdropblock.export import formats as registry
     from tfdropblock.export.formats import quantized
     from tfdropblock.export.report import FORMATS
-    from tfdropblock.export.settings import DEFAULT_TIMEOUT, Settings
+    from tfdropblock.export.settings import (BATCH_SIZE, DEFAULT_TIMEOUT,
+                                             QUANTIZED_ACCURACY_DROP, Settings)
 
     parser = _Parser(prog=PROG, description="DropBlock for Keras 3: check that it folds away "
                                             "in SavedModel, TFLite and ONNX exports.")
@@ -109,6 +118,17 @@ def build_parser():
         p.add_argument("--inputs", metavar="NPZ", help="example inputs (.npz, one array per "
                                                        "model input name); default: generated. "
                                                        "Also the int8 calibration data")
+        p.add_argument("--labels", metavar="NAME",
+                       help="the --inputs array of integer classes, one per row (the others "
+                            "stay the model's inputs): every format gets an accuracy check, "
+                            "top-1 against Keras's, run --batch-size rows at a time")
+        p.add_argument("--max-accuracy-drop", type=_fraction, default=None, metavar="D",
+                       help="with --labels: fail a format whose top-1 is more than D (a "
+                            "fraction) below Keras's (default: "
+                            f"{QUANTIZED_ACCURACY_DROP:g} for quantized variants, float "
+                            "formats reported only)")
+        p.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
+                       help=f"with --labels: rows run at once ({BATCH_SIZE})")
         offered = ", ".join(f"{', '.join(modes)} ({registry.get(fmt).title or fmt})"
                             for fmt, modes in quantized.modes().items())
         p.add_argument("--quantize", metavar="MODE[,MODE]",
@@ -292,12 +312,22 @@ def _run_verify(args, out_dir, write):
     from tfdropblock.export.formats.quantized import check_quantize
     from tfdropblock.export.formats import check_formats
     from tfdropblock.export.loading import import_modules, importable, with_import_hint
+    from tfdropblock.export.settings import labelled
 
     try:
         imports = importable(args.imports)
         import_modules(imports)  # what they register (layers, formats) counts from here on
         args.formats = check_formats(args.formats)
         inputs = _load_inputs(args.inputs) if args.inputs else None
+        if args.labels is None and args.max_accuracy_drop is not None:
+            raise InputError("--max-accuracy-drop needs --labels NAME: without labels there "
+                             "is no accuracy to judge.")
+        if args.labels is not None and inputs is None:
+            raise InputError(f"Invalid --labels {args.labels!r}: it names an array of the "
+                             "--inputs NPZ; pass --inputs NPZ.")
+        inputs, labels = labelled(inputs, args.labels, arg="--labels")
+        if args.batch_size < 1:
+            raise InputError(f"Invalid --batch-size={args.batch_size}: expected an int >= 1.")
         if args.jobs is not None and args.jobs < 1:
             raise InputError(f"Invalid --jobs={args.jobs}: expected an int >= 1.")
         variants = check_quantize(args.quantize, args.formats, arg="--quantize")
@@ -309,8 +339,9 @@ def _run_verify(args, out_dir, write):
                             rtol=args.rtol, out_dir=out_dir, **_format_options(args),
                             safe_mode=not args.unsafe, isolate=True, timeout=args.timeout,
                             jobs=args.jobs, write=write, imports=imports,
-                            quantize=args.quantize,
-                            progress=_progress(args))
+                            quantize=args.quantize, labels=labels,
+                            max_accuracy_drop=args.max_accuracy_drop,
+                            batch_size=args.batch_size, progress=_progress(args))
         args.json_committed = bool(committed)
         return report
     except InputError as e:

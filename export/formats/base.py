@@ -278,8 +278,9 @@ class Format:
 
     def check(self, run, result, say):
         """The one check sequence, into ``result``: convert, then conversion, structure,
-        validity, the comparison with Keras (:meth:`compare`), determinism, and what the
-        format adds (:meth:`finish`)."""
+        validity, the comparison with Keras (:meth:`compare`), accuracy (when the run has
+        labels: every labelled row, batch by batch, through the first runtime), determinism,
+        and what the format adds (:meth:`finish`)."""
         artifact = self.converted(run, result)
         if artifact is None:
             return
@@ -332,6 +333,14 @@ class Format:
             runs[label] = [runner(b) for b in run.batches]
             pairs[label] = (runs[label][-1], runner(run.batches[-1]))
         self.compare(run, artifact, runs, result)
+        if getattr(run, "label_batches", None) is not None:
+            label, runner = next(iter(runners.items()))
+            say(f"top-1 on {len(run.settings.labels)} labelled rows ({label})")
+            check, findings = checks.accuracy_check(
+                run.top_classes(runner), run.keras_top, run.settings.labels,
+                run.settings.accuracy_drop(self.mode is not None), label)
+            result.checks["accuracy"] = check
+            result.findings.extend(findings)
         check, findings = checks.determinism_check(pairs)
         result.checks["determinism"] = check
         result.findings.extend(findings)

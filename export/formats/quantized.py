@@ -95,7 +95,10 @@ def calibration(run):
     docstring): the run's own when it was given some, else made once and kept there."""
     if run.calibration is None:
         signature, settings = run.signature, run.settings
-        if settings.inputs is not None:
+        if settings.labels is not None:  # the first batch: all rows need not fit at once
+            rows = len(next(iter(run.batches[0].values())))
+            run.calibration = ([run.batches[0]], f"user inputs (the first {rows} rows)")
+        elif settings.inputs is not None:
             run.calibration = ([signature.name_inputs(settings.inputs)], "user inputs")
         else:
             distribution = run.generated
