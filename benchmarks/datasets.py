@@ -25,6 +25,8 @@ import struct
 
 import numpy as np
 
+from tfdropblock._compat import keras_home
+
 ENV_VAR = "TFDROPBLOCK_FASHION_MNIST"
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 FILES = {
@@ -52,12 +54,15 @@ def how_to_get_it(missing_from=None):
 
 
 def keras_cache_dir():
-    """The folder ``keras.utils.get_file`` caches Fashion-MNIST in (its own rule: ``KERAS_HOME``
-    or ``~/.keras``, and ``/tmp/.keras`` when that is not writable)."""
-    base = os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")))
-    if not os.access(base, os.W_OK):
-        base = os.path.join("/tmp", ".keras")
-    return os.path.join(base, "datasets", "fashion-mnist")
+    """The folder ``keras.utils.get_file`` caches Fashion-MNIST in: Keras's own home once Keras
+    is imported (it reads ``KERAS_HOME`` only then), else the rule it will apply on import
+    (``KERAS_HOME``, or ``~/.keras``, and ``/tmp/.keras`` when that is not writable)."""
+    base = keras_home()
+    if base is None:
+        base = os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")))
+        if not os.access(base, os.W_OK):
+            base = os.path.join("/tmp", ".keras")
+    return os.path.join(os.path.expanduser(base), "datasets", "fashion-mnist")
 
 
 def has_all_files(folder):

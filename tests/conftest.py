@@ -44,6 +44,21 @@ def tiny_image_model():
     return build
 
 
+@pytest.fixture(scope="session")
+def context_following_dropblock():
+    """A DropBlock2D whose ``call`` defaults to ``training=None``, as the layers did before they
+    were made immune: after Resizing, Keras 3.15's call context switches it on under
+    ``model.export``, which is the leak the inspectors must catch. Named as the layer, so that
+    Keras gives it the default name (drop_block2d) the name-scope check looks for."""
+    import tfdropblock
+
+    class DropBlock2D(tfdropblock.DropBlock2D):
+        def call(self, inputs, training=None):
+            return super().call(inputs, training=training)
+
+    return DropBlock2D
+
+
 def write_and_import(folder, name, source):
     """Writes ``source`` as ``folder/name.py`` and imports it, as ``--import name`` run from
     ``folder`` would; ``sys.path`` is left as it was."""

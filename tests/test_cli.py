@@ -241,8 +241,9 @@ def test_bad_inputs_file_is_exit_2(models, tmp_path, capsys):
     assert "--inputs" in capsys.readouterr().err
 
 
-def test_inspect_exit_codes(models, tmp_path, capsys, tiny_image_model):
-    leaky = tiny_image_model(resizing=True)
+def test_inspect_exit_codes(models, tmp_path, capsys, tiny_image_model,
+                            context_following_dropblock):
+    leaky = tiny_image_model(context_following_dropblock, resizing=True)
     leaky.export(str(tmp_path / "plain"), format="tf_saved_model", verbose=False)
     assert cli.main(["inspect", str(tmp_path / "plain"), "--json", str(tmp_path / "i.json")]) == 1
     out = capsys.readouterr().out

@@ -91,3 +91,15 @@ def test_tf2onnx_convert_graph_def_converts_a_frozen_graph():
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: np.ones((2, 3), np.float32)})[0]
     np.testing.assert_array_equal(got, np.full((2, 3), 2.0, np.float32))
+
+
+def test_keras_home_is_the_folder_get_file_caches_in(tmp_path, monkeypatch):
+    import keras.src.backend.config as keras_config
+
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path))
+    assert _compat.keras_home() == str(tmp_path)
+    # What get_file reads: a file already in that cache is returned without any download.
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "f.txt").write_text("cached")
+    path = keras.utils.get_file("f.txt", origin="http://127.0.0.1:9/never")
+    assert path == str(tmp_path / "datasets" / "f.txt")

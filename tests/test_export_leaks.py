@@ -142,18 +142,9 @@ def test_export_rejects_onnx_with_unconverted_ops(tiny_image_model, tmp_path):
 
 # -- Keras 3.15: model.export() traces without training, and Resizing switches DropBlock on ---
 
-class DropBlock2D(tfdropblock.DropBlock2D):
-    """Defaults to training=None (the layers default to False, which makes them immune), so the
-    call context that Resizing sets to True switches it on in model.export. Named as the layer,
-    so that Keras gives it the default name (drop_block2d) that inspect looks for."""
-
-    def call(self, inputs, training=None):
-        return super().call(inputs, training=training)
-
-
 @pytest.fixture(scope="module")
-def resizing_model(tiny_image_model):
-    return tiny_image_model(DropBlock2D, resizing=True)
+def resizing_model(tiny_image_model, context_following_dropblock):
+    return tiny_image_model(context_following_dropblock, resizing=True)
 
 
 @pytest.fixture(scope="module")

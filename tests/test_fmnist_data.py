@@ -36,6 +36,10 @@ def nowhere(tmp_path, monkeypatch):
     monkeypatch.delenv(datasets.ENV_VAR, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     (tmp_path / "keras_home").mkdir()
+    # Keras reads KERAS_HOME when it is imported: once it is, its home moves only this way.
+    import keras.src.backend.config as keras_config
+
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras_home"))
     monkeypatch.setattr(datasets, "DEBIAN_DIR", str(tmp_path / "no_debian"))
     return tmp_path
 

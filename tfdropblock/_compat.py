@@ -57,6 +57,22 @@ def tf_initialized():
 # -- Keras ----------------------------------------------------------------------------------
 
 
+def keras_home():
+    """``keras.src.backend.config.keras_home()``: the folder ``keras.utils.get_file`` caches in.
+    Keras fixes it when it is imported (``KERAS_HOME`` then, else ``~/.keras`` or ``/tmp/.keras``),
+    so a later change of the variable does not move it. None when Keras is not imported yet or
+    the private accessor moved."""
+    import sys
+
+    if "keras" not in sys.modules:
+        return None
+    try:
+        from keras.src.backend import config
+    except ImportError:
+        return None
+    return getattr(config, "keras_home", lambda: None)()
+
+
 def flatten_layers(layer, include_self=True, recursive=True):
     """``Layer._flatten_layers``: sub-layers of ``layer``, tracked attributes and nested models
     included, each once."""
