@@ -1,4 +1,5 @@
-"""Calibration batches for int8 quantization: the checks every quantizer runs on them."""
+"""Calibration batches for int8 quantization: the ones a user gives, and the checks every
+quantizer runs on them."""
 
 from __future__ import annotations
 
@@ -59,3 +60,15 @@ def check_calibration(calibration, inputs, mode="int8"):
     return checked
 
 
+def given_calibration(signature, settings):
+    """``settings.calibration`` as ``(batches, how)``: checked against the model's inputs
+    (InputError naming ``calibration``), in batches of ``settings.batch_size`` rows."""
+    named = signature.name_inputs(settings.calibration, arg="calibration (--calibration)")
+    rows = {len(a) for a in named.values()}
+    if len(rows) != 1 or 0 in rows:
+        raise InputError("Invalid calibration (--calibration): expected the same number of "
+                         f"rows, at least one, for every input; got "
+                         f"{ {k: len(a) for k, a in named.items()} }.")
+    rows, size = rows.pop(), settings.batch_size
+    batches = [{k: a[i:i + size] for k, a in named.items()} for i in range(0, rows, size)]
+    return batches, f"given: {rows} rows"

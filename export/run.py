@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tfdropblock.export import checks
+from tfdropblock.export.calibration import given_calibration
 from tfdropblock.export import formats as registry
 from tfdropblock.export.formats.saved_model import traced_graph
 from tfdropblock.export.identity import dropblock_names, dropblocks_as_identity
@@ -94,6 +95,10 @@ class Run:
             self.batches, self.generated, self.expected = signature.generated_batches(
                 settings.seed, judge)
         self.io = checks.keras_io(signature, self.batches, self.expected)
+        if settings.calibration is not None and self.calibration is None:
+            # Checked here, before any conversion, so that a file that does not fit is bad
+            # usage, not an int8 variant's error.
+            self.calibration = given_calibration(signature, settings)
         return self
 
     def top_classes(self, runner):

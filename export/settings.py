@@ -56,6 +56,7 @@ class Settings:
     labels: Any = None          # integer class per row of ``inputs`` (see :func:`labelled`)
     max_accuracy_drop: float | None = None
     batch_size: int = BATCH_SIZE
+    calibration: Any = None     # int8 calibration inputs (as ``inputs``), else see quantized
     options: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -89,6 +90,9 @@ class Settings:
         if not is_int(self.batch_size) or self.batch_size < 1:
             raise InputError(f"Invalid batch_size={self.batch_size!r}: expected an int >= 1.")
         set_("batch_size", int(self.batch_size))
+        if self.calibration is not None and not any(v.endswith(":int8") for v in self.quantize):
+            raise InputError("calibration (--calibration) is the int8 calibration data: it "
+                             "needs an int8 variant (quantize='int8', --quantize int8).")
         known = formats.options()
         unknown = sorted(set(self.options) - set(known))
         if unknown:

@@ -179,29 +179,30 @@ class Signature:
                   else {k: np.concatenate([a, a]) for k, a in named.items()})
         return [named, second]
 
-    def name_inputs(self, inputs):
-        """User inputs (array, list, or dict) to a dict name -> array, validated."""
+    def name_inputs(self, inputs, arg="inputs"):
+        """User inputs (array, list, or dict) to a dict name -> array, validated; errors name
+        ``arg``."""
         import tensorflow as tf
 
         if isinstance(inputs, dict):
             missing = [n for n in self.names if n not in inputs]
             if missing:
-                raise InputError(f"Invalid inputs: missing {missing}; expected keys {self.names}.")
+                raise InputError(f"Invalid {arg}: missing {missing}; expected keys {self.names}.")
             flat = [inputs[n] for n in self.names]
         else:
             flat = tf.nest.flatten(inputs)
             if len(flat) != len(self.specs):
-                raise InputError(f"Invalid inputs: {len(flat)} arrays for {len(self.specs)} "
+                raise InputError(f"Invalid {arg}: {len(flat)} arrays for {len(self.specs)} "
                                  f"model inputs {self.names}.")
         named = {}
         for spec, value in zip(self.specs, flat):
             arr = np.asarray(value)
             if arr.ndim != spec.shape.rank or not spec.shape[1:].is_compatible_with(arr.shape[1:]):
-                raise InputError(f"Invalid inputs: {spec.name!r} has shape {arr.shape}, "
+                raise InputError(f"Invalid {arg}: {spec.name!r} has shape {arr.shape}, "
                                  f"expected {spec.shape}.")
             arr = arr.astype(spec.dtype.as_numpy_dtype)
             if spec.dtype.is_floating and arr.size and not np.isfinite(arr).any():
-                raise InputError(f"Invalid inputs: {spec.name!r} has no finite value (all NaN "
+                raise InputError(f"Invalid {arg}: {spec.name!r} has no finite value (all NaN "
                                  "or infinite): Keras and the artifacts would both return NaN, "
                                  "and a comparison of NaN with NaN proves nothing.")
             named[spec.name] = arr

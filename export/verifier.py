@@ -23,7 +23,8 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
            timeout=DEFAULT_TIMEOUT,
            jobs=None, seed=0, tflite_select_tf_ops=False, onnx_external_data=None,
            write="passed", imports=(), reference="auto", quantize=None, int8_io=False,
-           labels=None, max_accuracy_drop=None, batch_size=BATCH_SIZE, progress=None):
+           labels=None, max_accuracy_drop=None, batch_size=BATCH_SIZE, calibration=None,
+           progress=None):
     """Export ``model`` and check, per format, that DropBlock folds away.
 
     For each format: **structure** (the op multiset reachable from the inference entry point of
@@ -63,8 +64,9 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
             twin quantized the same way, validity, quality (SNR, cosine, top-1 against Keras,
             :data:`~tfdropblock.export.metrics.THRESHOLDS`) and determinism. A mode goes to
             every requested format that has it (TFLite: float16, dynamic, int8; ONNX: dynamic,
-            int8); one that none has is an InputError. int8 is calibrated on ``inputs`` when
-            given, else on generated batches (see :mod:`.formats.quantized`).
+            int8); one that none has is an InputError. int8 is calibrated on ``calibration``
+            when given, else on ``inputs`` when given, else on generated batches (see
+            :mod:`.formats.quantized`).
         int8_io: TFLite int8 with integer inputs and outputs (default: float at the edges).
         labels: an integer class per row of ``inputs`` (an array), or the name of the array
             of ``inputs`` (a dict, as an NPZ loads) that holds them, the others staying the
@@ -76,6 +78,9 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
             Keras's fails the format. Default: quantized variants fail beyond
             :data:`~tfdropblock.export.settings.QUANTIZED_ACCURACY_DROP`, float formats'
             accuracy is reported, not judged.
+        calibration: int8 calibration inputs, as ``inputs`` takes them (real training
+            images, say: never the rows the accuracy is measured on), run ``batch_size`` rows
+            at a time; needs an int8 variant in ``quantize``.
         progress: optional callable ``progress(format, message)``.
     Returns:
         :class:`Report`.
@@ -90,7 +95,7 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
     formats = tuple(dict.fromkeys(formats + variants))
     inputs, labels = labelled(inputs, labels)
     settings = Settings.make(inputs=inputs, labels=labels, max_accuracy_drop=max_accuracy_drop,
-                             batch_size=batch_size, atol=atol, rtol=rtol,
+                             batch_size=batch_size, calibration=calibration, atol=atol, rtol=rtol,
                              input_signature=input_signature, seed=seed, reference=reference,
                              quantize=variants, opset=opset,
                              tflite_select_tf_ops=tflite_select_tf_ops,

@@ -214,3 +214,39 @@ def test_labels_out_of_the_models_classes_are_an_input_error(model, data):
     with pytest.raises(InputError, match=r"--labels.*classes 0\.\.2; .* scores 2 classes"):
         verify(model, formats=("saved_model",), inputs={"image": data["image"]},
                labels=np.where(data["y"] == 1, 2, 0))
+
+
+def test_given_calibration_reaches_each_int8_quantizer(model, data, labelled):
+    """Calibrated on a batch of zeros, int8 must lose what calibration on the inputs keeps:
+    the rows given are what the quantizers measured the activation ranges on."""
+    zeros = {"image": np.zeros((10, 16, 16, 3), "float32")}
+    report = verify(model, formats=("tflite", "onnx"), quantize="int8", inputs=data,
+                    labels="y", batch_size=4, calibration=zeros)
+    for fmt in ("tflite:int8", "onnx:int8"):
+        result = report.formats[fmt]
+        assert result.quantization["calibration"] == "given: 10 rows", result.quantization
+        worst = result.checks["quality"].details["worst"]["snr_db"]
+        assert worst < 8.0, (fmt, worst)  # below the int8 floor: the zeros were used
+    calibrated = labelled.formats["tflite:int8"].checks["quality"].details["worst"]["snr_db"]
+    assert calibrated > 20.0, calibrated
+
+
+@pytest.mark.parametrize("array, what", [
+    (np.zeros((5, 8, 8, 3), "float32"), "'image' has shape (5, 8, 8, 3)"),
+    (np.zeros((0, 16, 16, 3), "float32"), "at least one"),
+])
+def test_bad_calibration_is_exit_2_naming_the_option(files, tmp_path, array, what, capsys):
+    np.savez(tmp_path / "calibration.npz", image=array)
+    code = cli.main(["verify", str(files / "model.keras"), "--formats", "tflite",
+                     "--quantize", "int8", "--calibration", str(tmp_path / "calibration.npz"),
+                     "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "--calibration" in err[0] and what in err[0], err
+
+
+def test_calibration_needs_an_int8_variant(files, capsys):
+    code = cli.main(["verify", str(files / "model.keras"), "--formats", "tflite",
+                     "--quantize", "dynamic", "--calibration", str(files / "good.npz"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--calibration" in err[0], err

@@ -128,7 +128,11 @@ def build_parser():
                             f"{QUANTIZED_ACCURACY_DROP:g} for quantized variants, float "
                             "formats reported only)")
         p.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
-                       help=f"with --labels: rows run at once ({BATCH_SIZE})")
+                       help=f"with --labels or --calibration: rows run at once ({BATCH_SIZE})")
+        p.add_argument("--calibration", metavar="NPZ",
+                       help="int8 calibration inputs (.npz, arrays named as --inputs'; other "
+                            "arrays ignored), e.g. training images; default: --inputs, else "
+                            "generated")
         offered = ", ".join(f"{', '.join(modes)} ({registry.get(fmt).title or fmt})"
                             for fmt, modes in quantized.modes().items())
         p.add_argument("--quantize", metavar="MODE[,MODE]",
@@ -287,7 +291,7 @@ def _progress(args):
     return say
 
 
-def _load_inputs(path):
+def _load_inputs(path, flag="--inputs"):
     import numpy as np
 
     from tfdropblock.export.errors import InputError
@@ -296,14 +300,14 @@ def _load_inputs(path):
     try:
         check_regular_file(path, "a .npz file")  # a FIFO would block np.load forever
     except InputError as e:
-        raise InputError(f"--inputs {e}") from None
+        raise InputError(f"{flag} {e}") from None
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except FileNotFoundError:
-        raise InputError(f"--inputs {path}: no such file.") from None
+        raise InputError(f"{flag} {path}: no such file.") from None
     except Exception as e:
-        raise InputError(f"--inputs {path}: not a readable .npz file "
+        raise InputError(f"{flag} {path}: not a readable .npz file "
                          f"({type(e).__name__}).") from None
 
 
@@ -326,6 +330,8 @@ def _run_verify(args, out_dir, write):
             raise InputError(f"Invalid --labels {args.labels!r}: it names an array of the "
                              "--inputs NPZ; pass --inputs NPZ.")
         inputs, labels = labelled(inputs, args.labels, arg="--labels")
+        calibration = _load_inputs(args.calibration, "--calibration") \
+            if args.calibration else None
         if args.batch_size < 1:
             raise InputError(f"Invalid --batch-size={args.batch_size}: expected an int >= 1.")
         if args.jobs is not None and args.jobs < 1:
@@ -341,7 +347,8 @@ def _run_verify(args, out_dir, write):
                             jobs=args.jobs, write=write, imports=imports,
                             quantize=args.quantize, labels=labels,
                             max_accuracy_drop=args.max_accuracy_drop,
-                            batch_size=args.batch_size, progress=_progress(args))
+                            batch_size=args.batch_size, calibration=calibration,
+                            progress=_progress(args))
         args.json_committed = bool(committed)
         return report
     except InputError as e:

@@ -11,7 +11,9 @@ reference, and goes through the same check sequence as every format
 (:meth:`Format.check`), with the twin and quality comparisons in place of parity. It is
 grouped with its float format (same child process, conversions shared).
 
-Calibration (int8 only): the user's inputs (every row, as given) when there are any, else
+Calibration (int8 only): the calibration inputs when given (``calibration=``,
+``--calibration``: real training images, say, in batches of ``batch_size`` rows), else the
+user's inputs (every row, as given; with labels, the first batch) when there are any, else
 generated batches (:data:`CALIBRATION_BATCHES` batches of :data:`CALIBRATION_ROWS` rows,
 drawn from the distribution the verification's own generated inputs use, with other seeds):
 the evaluation batches are never the generated calibration batches.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import types
 
 from tfdropblock.export import checks
+from tfdropblock.export.calibration import given_calibration
 from tfdropblock.export.errors import ConversionError, InputError
 from tfdropblock.export.formats.base import Format, get, names, register
 from tfdropblock.export.metrics import quality_check, thresholds_for
@@ -95,7 +98,9 @@ def calibration(run):
     docstring): the run's own when it was given some, else made once and kept there."""
     if run.calibration is None:
         signature, settings = run.signature, run.settings
-        if settings.labels is not None:  # the first batch: all rows need not fit at once
+        if settings.calibration is not None:
+            run.calibration = given_calibration(signature, settings)
+        elif settings.labels is not None:  # the first batch: all rows need not fit at once
             rows = len(next(iter(run.batches[0].values())))
             run.calibration = ([run.batches[0]], f"user inputs (the first {rows} rows)")
         elif settings.inputs is not None:
