@@ -67,7 +67,10 @@ def parse_args(argv):
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--train-size", type=int, default=None,
                         help="training images, a multiple of 10 (class-balanced)")
-    parser.add_argument("--width", type=int, default=8, help="channels of group 1")
+    parser.add_argument("--width", type=int, default=16, help="channels of group 1")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="trainings at once, each on one thread (default: up to 2, one "
+                             "per core)")
     parser.add_argument("--exact-block", type=int, default=None, choices=BLOCK_SIZES,
                         help="block size of the exact-gamma runs (default: the best paper-gamma "
                              "block of this run)")
@@ -92,6 +95,8 @@ def parse_args(argv):
                              "int" + (", a multiple of 10." if key == "train_size" else "."))
             plan[key] = value
     args.plan = plan
+    if args.jobs < 1:
+        parser.error(f"Invalid --jobs={args.jobs}: expected an int >= 1.")
     args.only = set(args.only.split(",")) if args.only else None
     if args.only and args.exact_block is None and any("exact" in name for name in args.only):
         parser.error("Invalid --only with an exact-gamma configuration: --exact-block is "
@@ -139,7 +144,10 @@ def markdown(results):
              f"Training subset {plan['train_size']} images (class-balanced, fixed), "
              f"{plan['epochs']} epochs of batch {plan['batch_size']} (Adam, learning rate "
              f"{plan['learning_rate']:g}, cosine decay), {plan['seeds']} seed(s) per "
-             f"configuration; test accuracy on {plan['test_size']} test images.", ""]
+             f"configuration, width {results.get('width')}; test accuracy on "
+             f"{plan['test_size']} test images; "
+             + (f"{results['jobs']} trainings at once, one thread each." if
+                results.get("jobs", 1) > 1 else "one training at a time."), ""]
     summary = summarise(results["runs"])
     for study in ("2d", "1d"):
         rows = [row for row in summary if row["study"] == study]
@@ -217,63 +225,126 @@ def main(argv=None):
     from benchmarks import datasets
 
     try:
-        (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist(args.data)
+        datasets.load_fashion_mnist(args.data)  # fail here, with one line, not in a worker
     except datasets.DataUnavailable as error:
         print(error, file=sys.stderr)
         return 2
-    from benchmarks import fmnist  # TensorFlow: only once there is data to train on
-
-    plan = args.plan
-    x_sub, y_sub = datasets.fixed_subset(x_train, y_train, plan["train_size"])
-    x_test, y_test = x_test[:plan["test_size"]], y_test[:plan["test_size"]]
     os.makedirs(os.path.join(args.out, "models"), exist_ok=True)
     results = {"command": "python -m benchmarks.accuracy " + " ".join(
                    sys.argv[1:] if argv is None else argv),
-               "machine": machine(), "plan": plan, "rate": RATE, "width": args.width,
-               "sequence_block": SEQUENCE_BLOCK, "runs": [], "wall_seconds": 0.0}
+               "machine": machine(), "plan": args.plan, "rate": RATE, "width": args.width,
+               "jobs": args.jobs, "sequence_block": SEQUENCE_BLOCK, "runs": [],
+               "wall_seconds": 0.0}
     start = time.perf_counter()
-    studies = {
-        "2d": (fmnist.image_net, fmnist.as_images, configurations_2d()),
-        "1d": (fmnist.sequence_net, fmnist.as_sequences, configurations_1d(SEQUENCE_BLOCK)),
-    }
+    setup = (args.data, args.plan, args.width, args.out, args.jobs > 1)
 
-    def run(study, config, regulariser, options, seed):
-        if args.only is not None and config not in args.only:
-            return
-        build, prepare, _ = studies[study]
-        import keras
-
-        keras.utils.set_random_seed(seed)
-        model = build(regulariser, rate=RATE, width=args.width, seed=1000 * seed, **options)
-        seconds = fmnist.train(model, prepare(x_sub), y_sub, plan["epochs"], plan["batch_size"],
-                              plan["learning_rate"], seed=seed)
-        record = {"study": study, "config": config, "seed": seed, "seconds": seconds,
-                  "test_accuracy": fmnist.accuracy(model, prepare(x_test), y_test),
-                  "train_accuracy": fmnist.accuracy(model, prepare(x_sub), y_sub), **options}
-        results["runs"].append(record)
+    def record(run):
+        results["runs"].append(run)
         results["wall_seconds"] = time.perf_counter() - start
-        if regulariser == "dropblock" and seed == 0:
-            model.save(os.path.join(args.out, "models", f"{study}_{config}.keras"))
-        print(f"[{results['wall_seconds'] / 60:5.1f} min] {study} {config:22s} seed {seed}: "
-              f"test {record['test_accuracy']:.4f} train {record['train_accuracy']:.4f} "
-              f"({seconds:.0f} s)", file=sys.stderr, flush=True)
+        print(f"[{results['wall_seconds'] / 60:5.1f} min] {run['study']} {run['config']:22s} "
+              f"seed {run['seed']}: test {run['test_accuracy']:.4f} train "
+              f"{run['train_accuracy']:.4f} ({run['seconds']:.0f} s)", file=sys.stderr,
+              flush=True)
         write(results, args.out)
 
-    for seed in range(plan["seeds"]):
-        for study in args.studies:
-            for config, regulariser, options in studies[study][2]:
-                run(study, config, regulariser, options, seed)
-    if "2d" in args.studies:
+    wanted = lambda job: args.only is None or job[1] in args.only  # noqa: E731
+    first = [job for job in jobs(args) if wanted(job)]
+
+    def exact_jobs():
+        if "2d" not in args.studies or (args.only is not None
+                                        and not any("exact" in n for n in args.only)):
+            return []
         block = args.exact_block
         if block is None:
             block = results["best_block"] = best_block(summarise(results["runs"]))
-        for seed in range(plan["seeds"]):
-            run("2d", f"dropblock_exact_b{block}", "dropblock",
-                {"block_size": block, "gamma_mode": "exact"}, seed)
+        return [job for job in exact(block, args.plan["seeds"]) if wanted(job)]
+
+    if args.jobs == 1:
+        _setup_worker(*setup)
+        for job in first:
+            record(train_one(job))
+        for job in exact_jobs():
+            record(train_one(job))
+    else:
+        # One single-threaded TensorFlow per core: these small convolutions leave a second
+        # intra-op thread mostly idle, two trainings at once keep both cores busy.
+        import concurrent.futures as futures
+        import multiprocessing
+
+        with futures.ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"),
+                                         initializer=_setup_worker, initargs=setup) as pool:
+            # The exact-gamma runs wait for the best paper-gamma block, unless it is given.
+            paper_blocks = sum(job[0] == "2d" and job[2] == "dropblock" for job in first)
+            later = first + exact_jobs() if args.exact_block is not None else first
+            pending = {pool.submit(train_one, job): job for job in later}
+            exact_sent = args.exact_block is not None
+            while pending:
+                done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
+                for future in done:
+                    job = pending.pop(future)
+                    record(future.result())
+                    paper_blocks -= job[0] == "2d" and job[1].startswith("dropblock_b")
+                if not exact_sent and paper_blocks == 0:
+                    exact_sent = True
+                    pending.update({pool.submit(train_one, job): job for job in exact_jobs()})
     results["wall_seconds"] = time.perf_counter() - start
     write(results, args.out)
     print(markdown(results))
     return 0
+
+
+def jobs(args):
+    """The runs before the exact-gamma ones: seeds outer, so that a slow spell of a shared
+    machine falls on every configuration alike. A job is (study, config, regulariser,
+    options, seed)."""
+    plan = {"2d": configurations_2d(), "1d": configurations_1d(SEQUENCE_BLOCK)}
+    return [(study, config, regulariser, options, seed) for seed in range(args.plan["seeds"])
+            for study in args.studies for config, regulariser, options in plan[study]]
+
+
+def exact(block, seeds):
+    return [("2d", f"dropblock_exact_b{block}", "dropblock",
+             {"block_size": block, "gamma_mode": "exact"}, seed) for seed in range(seeds)]
+
+
+_WORKER = {}
+
+
+def _setup_worker(data, plan, width, out, single_thread):
+    """Loads the data once per process (and, in a pool, pins TensorFlow to one thread)."""
+    if single_thread:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    from benchmarks import datasets
+
+    (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist(data)
+    x_sub, y_sub = datasets.fixed_subset(x_train, y_train, plan["train_size"])
+    _WORKER.update(plan=plan, width=width, out=out, train=(x_sub, y_sub),
+                   test=(x_test[:plan["test_size"]], y_test[:plan["test_size"]]))
+
+
+def train_one(job):
+    """One training of one configuration with one seed: its record for ``results["runs"]``
+    (the first seed's DropBlock models are saved for the deployment study)."""
+    import keras
+
+    from benchmarks import fmnist  # TensorFlow: only in the process that trains
+
+    study, config, regulariser, options, seed = job
+    build, prepare = {"2d": (fmnist.image_net, fmnist.as_images),
+                      "1d": (fmnist.sequence_net, fmnist.as_sequences)}[study]
+    plan, (x_sub, y_sub), (x_test, y_test) = _WORKER["plan"], _WORKER["train"], _WORKER["test"]
+    keras.utils.set_random_seed(seed)
+    model = build(regulariser, rate=RATE, width=_WORKER["width"], seed=1000 * seed, **options)
+    seconds = fmnist.train(model, prepare(x_sub), y_sub, plan["epochs"], plan["batch_size"],
+                          plan["learning_rate"], seed=seed)
+    if regulariser == "dropblock" and seed == 0:
+        model.save(os.path.join(_WORKER["out"], "models", f"{study}_{config}.keras"))
+    return {"study": study, "config": config, "seed": seed, "seconds": seconds,
+            "test_accuracy": fmnist.accuracy(model, prepare(x_test), y_test),
+            "train_accuracy": fmnist.accuracy(model, prepare(x_sub), y_sub), **options}
 
 
 def write(results, out):

@@ -2,7 +2,8 @@
 
     python -m benchmarks.deployment data DIR            # labelled.npz, calibration.npz
     tfdropblock verify MODEL.keras --quantize float16,dynamic,int8 \\
-        --inputs DIR/labelled.npz --labels labels --out DIR/artifacts --json DIR/verify.json
+        --inputs DIR/labelled.npz --labels labels --calibration DIR/calibration.npz \\
+        --out DIR/artifacts --json DIR/verify.json
     python -m benchmarks.deployment report DIR/verify.json     # per-format numbers
     python -m benchmarks.deployment breakage MODEL.keras --npz DIR
 
