@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfdropblock.export import checks
+from tfdropblock.export import checks, tolerance
 from tfdropblock.export import formats as registry
 from tfdropblock.export.formats.saved_model import traced_graph
 from tfdropblock.export.identity import dropblock_names, dropblocks_as_identity
@@ -68,8 +68,11 @@ class Run:
     def choose_inputs(self):
         """Pick the inputs every format is checked on and compute Keras's outputs on them.
 
-        The user's inputs when given; else generated ones, from the first distribution on which
-        no output's comparison is degenerate (or parity would compare nothing).
+        The user's inputs when given; the stored ones with their stored outputs, in place of
+        Keras's, with ``load_outputs`` (:mod:`.golden`); else generated ones, from the first
+        distribution on which no output's comparison is degenerate (or parity would compare
+        nothing). Tolerances that name an output the model lacks are an InputError here,
+        before any conversion.
         """
         settings, signature = self.settings, self.signature
         if settings.labels is not None:
@@ -85,6 +88,8 @@ class Run:
         elif settings.inputs is not None:
             self.batches = signature.batches(settings.inputs, settings.seed)
             self.expected = [self.keras(b) for b in self.batches]
+        elif settings.golden is not None:
+            self.batches, self.expected = settings.golden.fitted(signature, self.keras)
         else:
             def judge(batches):
                 expected = [self.keras(b) for b in batches]
@@ -93,6 +98,8 @@ class Run:
 
             self.batches, self.generated, self.expected = signature.generated_batches(
                 settings.seed, judge)
+        for name in ("atol", "rtol"):
+            tolerance.check_names(name, getattr(settings, name), list(self.expected[0]))
         self.io = checks.keras_io(signature, self.batches, self.expected)
         return self
 
