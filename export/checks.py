@@ -199,8 +199,10 @@ def rows_differ(inputs, rows=None):
 PARITY_OK, PARITY_FAILED, PARITY_VACUOUS = "ok", "failed", "vacuous"
 
 
-def parity_check(runs, expected_batches, atol, rtol, input_batches=None):
-    """``runs``: {runtime label: [named outputs per batch]}; compares each with Keras.
+def parity_check(runs, expected_batches, atol, rtol, input_batches=None,
+                 against="Keras (training=False)"):
+    """``runs``: {runtime label: [named outputs per batch]}; compares each with Keras (or
+    what ``against`` names: the stored outputs of ``load_outputs``).
 
     Returns ``(check, findings, warnings)``. A mismatch is a finding. An output whose
     comparison cannot fail (:func:`degenerate_outputs`) is a warning; when every output is
@@ -229,7 +231,7 @@ def parity_check(runs, expected_batches, atol, rtol, input_batches=None):
                     worst_scaled = max(worst_scaled or 0.0, row["max_scaled_error"])
                 if not row["ok"]:
                     findings.append(Finding(
-                        "parity", f"output {name!r} differs from Keras (training=False): "
+                        "parity", f"output {name!r} differs from {against}: "
                                   f"{row['problem']}", f"{label}, batch {n}",
                         f"max abs error {max_abs}, tolerance atol={row['atol']} "
                         f"rtol={row['rtol']}"

@@ -63,6 +63,13 @@ class Run:
     def rtol(self):
         return self.settings.rtol
 
+    @property
+    def compared_with(self):
+        """What the artifacts' outputs are compared with, as findings name it."""
+        if self.settings.golden is not None:
+            return f"the stored outputs ({self.settings.golden.path})"
+        return "Keras (training=False)"
+
     # -- what verification compares with -------------------------------------------------------
 
     def choose_inputs(self):
