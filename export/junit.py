@@ -1,9 +1,10 @@
 """The verification report as JUnit XML, for CI systems that show test reports.
 
 One ``testsuite`` per format, one ``testcase`` per check (``classname`` the format, ``name``
-the check): a check that failed has a ``failure`` with its findings, one that ran but proved
-nothing (``ok`` null: a vacuous parity, a structure not checked) or never ran is ``skipped``,
-and the check a converter or runtime failure stopped at is an ``error``. Only the report's
+the check): a check that failed has a ``failure`` with its findings, one that ran but judged
+nothing (``ok`` null: a vacuous parity, a structure not checked, an accuracy only reported) or
+never ran is ``skipped``, and the check a converter or runtime failure stopped at is an
+``error``. Only the report's
 plain data is read (``formats`` of results with ``checks``, ``findings``, ``warnings``,
 ``status``, ``error``): this module imports nothing of the kit, so the report can import it.
 """
@@ -45,10 +46,10 @@ def cases(result):
         elif check is None:
             why = f"not run: {result.error}" if errored else "not run"
             out.append((name, SKIPPED, why, ""))
-        elif check.ok is None:
+        elif check.ok is None:  # a vacuous parity, a structure not checked, accuracy unjudged
             why = "; ".join(warnings) or str(check.details.get("not_checked") or
-                                             check.details.get("status") or "proved nothing")
-            out.append((name, SKIPPED, f"ran but proved nothing: {why}", ""))
+                                             check.details.get("status") or "ok null")
+            out.append((name, SKIPPED, f"ran, not judged: {why}", ""))
         else:
             out.append((name, PASSED, "", "\n".join(warnings)))
     return out
