@@ -81,6 +81,15 @@ class Golden:
         raise InputError(f"Invalid {_FLAG} {self.path}: {why}.")
 
 
+def check_alone(inputs, labels):
+    """InputError unless stored outputs come without ``inputs`` and ``labels``: the file holds
+    the inputs to check on, and labels label rows of ``inputs``."""
+    for given, what in ((inputs, "inputs= (--inputs)"), (labels, "labels= (--labels)")):
+        if given is not None:
+            raise InputError(f"Invalid {_FLAG} with {what}: the stored file holds the inputs "
+                             "to check on (and labels need inputs=); give one or the other.")
+
+
 def load(path):
     """The :class:`Golden` stored at ``path``; InputError naming ``--load-outputs`` for a file
     that is not such an NPZ (the model is not needed to tell)."""

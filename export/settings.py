@@ -65,14 +65,9 @@ class Settings:
         set_("atol", tolerance.checked("atol", self.atol, Settings.atol))
         set_("rtol", tolerance.checked("rtol", self.rtol, Settings.rtol))
         if self.golden is not None:
-            if self.inputs is not None:
-                raise InputError("Invalid load_outputs (--load-outputs) with inputs= "
-                                 "(--inputs): the stored file holds the inputs it was made "
-                                 "on; give one or the other.")
-            if self.labels is not None:
-                raise InputError("Invalid load_outputs (--load-outputs) with labels= "
-                                 "(--labels): labels need the inputs they label "
-                                 "(--inputs), which the stored file replaces.")
+            from tfdropblock.export.golden import check_alone
+
+            check_alone(self.inputs, self.labels)
         check_choice("reference", self.reference, REFERENCE_MODES)
         if not is_int(self.seed) or self.seed < 0:
             raise InputError(f"Invalid seed={self.seed!r}: expected an int >= 0.")

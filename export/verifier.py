@@ -101,6 +101,8 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
     formats = check_formats(formats)
     variants = check_quantize(quantize, formats)
     formats = tuple(dict.fromkeys(formats + variants))
+    if load_outputs is not None:
+        golden.check_alone(inputs, labels)
     inputs, labels = labelled(inputs, labels)
     stored = golden.load(load_outputs) if load_outputs is not None else None
     if save_outputs is not None:  # fail before converting for minutes, not after

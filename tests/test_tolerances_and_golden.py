@@ -168,10 +168,11 @@ def test_a_file_that_does_not_fit_the_model_is_an_input_error(model, stored, tmp
     assert "--load-outputs" in message and text in message and "\n" not in message
 
 
-def test_load_outputs_excludes_inputs_and_labels(model, stored):
-    with pytest.raises(InputError, match="--load-outputs.*--inputs"):
-        verify(model, load_outputs=stored[1], inputs=np.zeros((2, 16, 16, 3), "float32"),
-               **FAST)
+@pytest.mark.parametrize("given", ["inputs", "labels"])
+def test_load_outputs_excludes_inputs_and_labels(model, stored, given):
+    value = np.zeros((2, 16, 16, 3), "float32") if given == "inputs" else np.array([0, 1])
+    with pytest.raises(InputError, match=f"--load-outputs.*--{given}"):
+        verify(model, load_outputs=stored[1], **{given: value}, **FAST)
 
 
 # -- the CLI: usage errors in-process, one real run per outcome in a subprocess ---------------
@@ -182,13 +183,15 @@ def test_load_outputs_excludes_inputs_and_labels(model, stored):
     (["--atol", "1e-4,2e-4"], "--atol"),
     (["--load-outputs", "{npz}", "--inputs", "{npz}"], "--load-outputs"),
     (["--load-outputs", "{bad}"], "--load-outputs"),
+    (["--save-outputs", "{nowhere}/golden.npz"], "--save-outputs"),
+    (["--junit", "{nowhere}/report.xml"], "--junit"),
 ])
 def test_cli_usage_errors_are_exit_2_naming_the_option(argv, text, tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     npz = tmp_path / "inputs.npz"
     np.savez(npz, image=np.zeros((1, 16, 16, 3), "float32"))
-    argv = [a.format(bad=bad, npz=npz) for a in argv]
+    argv = [a.format(bad=bad, npz=npz, nowhere=tmp_path / "nowhere") for a in argv]
     assert cli.main(["verify", str(tmp_path / "m.keras"), *argv]) == 2
     err = capsys.readouterr().err
     assert text in last_line(err) and "Traceback" not in err
