@@ -71,7 +71,7 @@ def checked(arg, value, default):
     return PerOutput(base, overrides) if overrides else base
 
 
-def parse(text, flag):
+def parse(text):
     """A CLI tolerance, ``VALUE``, ``NAME=VALUE[,NAME=VALUE]`` or a mix (a bare value is the
     default): a float, or a dict for :func:`checked`. ValueError with the reason."""
     out = {}

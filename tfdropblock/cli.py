@@ -82,7 +82,7 @@ def _tolerance(value):
     from tfdropblock.export import tolerance
 
     try:
-        return tolerance.parse(value, "")
+        return tolerance.parse(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(
             f"invalid value {value!r}: {e}; expected a number >= 0 for every output, "
