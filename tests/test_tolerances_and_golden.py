@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tfdropblock import cli
-from tfdropblock.export import InputError, golden, verify
+from tfdropblock.export import InputError, golden, tolerance, verify
 from tfdropblock.export.run import Run
 from tfdropblock.export.settings import Settings
 
@@ -87,6 +87,27 @@ def test_the_default_of_a_dict_and_rtol_per_output(model):
     report = verify(model, formats=("onnx",), rtol={"*": 0.0, "scaled": 1e-4})
     assert report.ok, str(report)
     assert _parity(report).details["tolerances"]["scaled"] == {"atol": 1e-5, "rtol": 1e-4}
+
+
+@pytest.mark.parametrize("value, text", [
+    ({"probs": -1.0}, "Invalid atol['probs']=-1.0"),
+    ({"probs": float("inf")}, "Invalid atol['probs']=inf"),
+    ({"": 1.0}, "Invalid atol key ''"),
+    ({"*": "big"}, "Invalid atol['*']='big'"),
+])
+def test_bad_tolerance_dicts_name_the_entry(value, text):
+    with pytest.raises(InputError) as e:
+        Settings(atol=value)
+    assert str(e.value).startswith(text)
+
+
+def test_tolerance_dicts_and_the_cli_form():
+    assert Settings(atol={"*": 1e-3}).atol == 1e-3  # only a default: a plain float
+    per_output = Settings(atol={"probs": 1e-3}).atol
+    assert per_output["probs"] == 1e-3 and per_output["other"] == Settings.atol
+    assert tolerance.parse("1e-4,probs=1e-3") == {"*": 1e-4, "probs": 1e-3}
+    assert tolerance.parse("probs=1e-3") == {"probs": 1e-3}
+    assert tolerance.parse("2e-5") == 2e-5
 
 
 @pytest.mark.parametrize("name", ["atol", "rtol"])
