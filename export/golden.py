@@ -111,7 +111,8 @@ def load(path):
         fail(f"not a file of stored outputs (no format={FORMAT!r}; write one with "
              "--save-outputs)")
     version = arrays.pop("version", None)
-    if version is None or version.shape != () or int(version) != VERSION:
+    if version is None or version.shape != () or version.dtype.kind not in "iu" or \
+            int(version) != VERSION:
         fail(f"version {None if version is None else version.tolist()!r}; this tfdropblock "
              f"reads version {VERSION}")
     del arrays["format"]
