@@ -11,6 +11,7 @@ plain data is read (``formats`` of results with ``checks``, ``findings``, ``warn
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 # The checks a format runs when nothing stops it: those it did not get to are skipped cases.
@@ -18,6 +19,14 @@ FLOAT_CHECKS = ("conversion", "structure", "validity", "parity", "determinism")
 QUANTIZED_CHECKS = ("conversion", "structure", "validity", "twin", "quality", "determinism")
 
 PASSED, FAILURE, SKIPPED, ERROR = "passed", "failure", "skipped", "error"
+
+# Characters XML 1.0 cannot hold, escaped or not: a converter's message may carry terminal
+# colour codes or NULs, and ElementTree would write them into a file no reader can parse.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _text(value):
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
 def cases(result):
@@ -60,14 +69,15 @@ def to_junit(report, name="tfdropblock verify"):
     ``testcase`` per check, with ``tests``, ``failures``, ``errors`` and ``skipped`` counted
     from the cases on every suite and on the whole."""
     model = report.model.get("name") or report.model.get("source") or "model"
-    root = ET.Element("testsuites", name=f"{name} {model}")
+    root = ET.Element("testsuites", name=_text(f"{name} {model}"))
     totals = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
     seconds = 0.0
     for fmt, result in report.formats.items():
-        suite = ET.SubElement(root, "testsuite", name=fmt)
+        suite = ET.SubElement(root, "testsuite", name=_text(fmt))
         counts = dict.fromkeys(totals, 0)
         for check, outcome, message, text in cases(result):
-            case = ET.SubElement(suite, "testcase", classname=fmt, name=check)
+            message, text = _text(message), _text(text)
+            case = ET.SubElement(suite, "testcase", classname=_text(fmt), name=_text(check))
             counts["tests"] += 1
             if outcome == FAILURE:
                 counts["failures"] += 1

@@ -70,3 +70,15 @@ def test_a_converter_failure_is_an_error_and_the_rest_skipped(root, report):
         ("conversion", "error"), ("structure", "skipped"), ("validity", "skipped"),
         ("parity", "skipped"), ("determinism", "skipped")]
     assert "injected fault" in cases[0].find("error").get("message")
+
+
+def test_text_xml_cannot_hold_is_escaped_not_written():
+    """A converter's message with a terminal colour code and a NUL still gives a file that
+    parses, with the characters spelled out."""
+    from tfdropblock.export.report import CheckResult, FormatResult, Report
+
+    result = FormatResult("onnx", status="error", error="\x1b[31mboom\x00",
+                          checks={"conversion": CheckResult(False, {})})
+    root = ET.fromstring(Report(model={"name": "m"}, formats={"onnx": result}).to_junit())
+    assert root.find(".//error").get("message") == "\\x1b[31mboom\\x00"
+    assert (root.get("tests"), root.get("errors"), root.get("skipped")) == ("5", "1", "4")
