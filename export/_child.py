@@ -41,12 +41,15 @@ class Progress:
 
 @dataclasses.dataclass(frozen=True)
 class Done:
-    """One format verified: its FormatResult as a dict, the model's info, its staged folder."""
+    """One format verified: its FormatResult as a dict, the model's info, its staged folder;
+    and, when the run saves them (``save_outputs``), the inputs it checked on and the outputs
+    it compared with, ``(batches, outputs)``."""
 
     format: str
     result: dict
     model: dict
     staged: str
+    compared: Any = None
 
 
 INPUT, OUTPUT, ERROR = "input_error", "output_error", "error"
@@ -104,9 +107,11 @@ def child_main(conn, job):
             return
         say = lambda fmt, message: conn.send(Progress(fmt, message))  # noqa: E731
         try:
+            compared = (run.batches, run.expected) if job.settings.save_outputs else None
             for fmt, result in check_each(run, job.formats, say):
                 conn.send(Done(fmt, result.to_dict(), run.model_info(),
-                               str(run.path(fmt).parent)))
+                               str(run.path(fmt).parent), compared))
+                compared = None  # the parent needs them once
         except OutputError as e:
             conn.send(Failed(OUTPUT, str(e)))
             return

@@ -9,6 +9,8 @@ import numpy as np
 
 from tfdropblock.export.errors import InputError
 from tfdropblock.export.graphs import scope_matcher
+from tfdropblock.export.tolerance import default_of
+from tfdropblock.export.tolerance import of as tolerance_of
 from tfdropblock.export.report import CheckResult, Finding
 
 MAX_NAME_FINDINGS = 5
@@ -67,11 +69,16 @@ def structure_check(graph, reference, layer_names):
 def compare_outputs(actual, expected, atol, rtol):
     """Per output, a dict: ``ok``, ``max_abs_error``, ``max_rel_error``, ``max_abs_expected``
     (the largest finite |Keras value|), ``max_scaled_error`` (max abs error over that, so an
-    error can be read against the output's own scale), ``problem`` (text, or None)."""
+    error can be read against the output's own scale), ``problem`` (text, or None), and the
+    ``atol`` and ``rtol`` it was judged with (each a float, or per output: see
+    :mod:`.tolerance`)."""
     rows = {}
+    tolerances = atol, rtol
     for name, ref in expected.items():
+        atol, rtol = (tolerance_of(t, name) for t in tolerances)
         row = {"ok": False, "max_abs_error": None, "max_rel_error": None,
-               "max_abs_expected": None, "max_scaled_error": None, "problem": None}
+               "max_abs_expected": None, "max_scaled_error": None, "problem": None,
+               "atol": atol, "rtol": rtol}
         rows[name] = row
         if name not in actual:
             row["problem"] = f"output {name!r} missing; has {sorted(actual)}"
@@ -138,7 +145,7 @@ def degenerate_outputs(input_batches, expected_batches, atol, rtol):
         for name, ref in expected.items():
             ref = np.asarray(ref)
             size = len(ref) if ref.ndim else 1
-            why = _degenerate(ref, inputs, n, atol, rtol)
+            why = _degenerate(ref, inputs, n, tolerance_of(atol, name), tolerance_of(rtol, name))
             if why:
                 found.setdefault(name, []).append((size, why))
     return found
@@ -192,8 +199,10 @@ def rows_differ(inputs, rows=None):
 PARITY_OK, PARITY_FAILED, PARITY_VACUOUS = "ok", "failed", "vacuous"
 
 
-def parity_check(runs, expected_batches, atol, rtol, input_batches=None):
-    """``runs``: {runtime label: [named outputs per batch]}; compares each with Keras.
+def parity_check(runs, expected_batches, atol, rtol, input_batches=None,
+                 against="Keras (training=False)"):
+    """``runs``: {runtime label: [named outputs per batch]}; compares each with Keras (or
+    what ``against`` names: the stored outputs of ``load_outputs``).
 
     Returns ``(check, findings, warnings)``. A mismatch is a finding. An output whose
     comparison cannot fail (:func:`degenerate_outputs`) is a warning; when every output is
@@ -210,6 +219,7 @@ def parity_check(runs, expected_batches, atol, rtol, input_batches=None):
             for name, row in compare_outputs(actual, expected, atol, rtol).items():
                 comparisons.append({
                     "runtime": label, "batch_size": n, "output": name, "ok": row["ok"],
+                    "atol": row["atol"], "rtol": row["rtol"],
                     "max_abs_error": row["max_abs_error"], "max_rel_error": row["max_rel_error"],
                     "max_abs_expected": row["max_abs_expected"],
                     "max_scaled_error": row["max_scaled_error"],
@@ -221,9 +231,10 @@ def parity_check(runs, expected_batches, atol, rtol, input_batches=None):
                     worst_scaled = max(worst_scaled or 0.0, row["max_scaled_error"])
                 if not row["ok"]:
                     findings.append(Finding(
-                        "parity", f"output {name!r} differs from Keras (training=False): "
+                        "parity", f"output {name!r} differs from {against}: "
                                   f"{row['problem']}", f"{label}, batch {n}",
-                        f"max abs error {max_abs}, tolerance atol={atol} rtol={rtol}"
+                        f"max abs error {max_abs}, tolerance atol={row['atol']} "
+                        f"rtol={row['rtol']}"
                         if max_abs is not None else "outputs do not match"))
     warnings = [Finding("parity", f"the comparison of output {name!r} with Keras proves "
                                   "nothing", f"batch {size}",
@@ -232,7 +243,12 @@ def parity_check(runs, expected_batches, atol, rtol, input_batches=None):
     outputs = set(expected_batches[0]) if expected_batches else set()
     vacuous = bool(outputs) and outputs <= set(degenerate)
     status = PARITY_FAILED if findings else PARITY_VACUOUS if vacuous else PARITY_OK
-    details = {"status": status, "atol": atol, "rtol": rtol, "max_abs_error": worst,
+    details = {"status": status, "atol": default_of(atol), "rtol": default_of(rtol),
+               # The tolerance each output was judged with: the default or its own.
+               "tolerances": {name: {"atol": tolerance_of(atol, name),
+                                     "rtol": tolerance_of(rtol, name)}
+                              for name in (expected_batches[0] if expected_batches else {})},
+               "max_abs_error": worst,
                "max_scaled_error": worst_scaled,
                "batch_sizes": sorted({c["batch_size"] for c in comparisons}),
                "degenerate": [{"output": name, "batch_size": size, "why": why}

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tfdropblock._compat import tf_initialized
 from tfdropblock.export import formats as registry
+from tfdropblock.export import golden
 from tfdropblock.export._child import ERROR, INPUT, OUTPUT, Done, Failed, Job, Progress, child_main
 from tfdropblock._files import held_signals
 from tfdropblock.export.errors import InputError
@@ -65,6 +66,8 @@ def verify_isolated(model_path, formats, settings, out_dir=None, safe_mode=True,
         outcomes = schedule(template, formats, method, timeout, jobs, progress)
         report, staged = assemble(formats, outcomes, model_path, settings, out_dir,
                                   isolation=method, timeout_s=timeout, jobs=jobs)
+        if settings.save_outputs:
+            save_compared(settings.save_outputs, outcomes, report)
         staging.commit_passed(report, staged, out_dir, write)
     return report
 
@@ -167,6 +170,17 @@ def assemble(formats, outcomes, model_path, settings, out_dir, **extra_settings)
             results[fmt] = FormatResult(fmt, status=ERROR_STATUS, error=outcome.message)
     model_info = model_info or {"name": None, "source": model_path}
     return build_report(model_info, results, settings, **extra_settings), staged
+
+
+def save_compared(path, outcomes, report):
+    """Write what the children compared with to ``path`` (every child computes the same);
+    a run where no child got that far says so in the report's notes."""
+    compared = next((o.compared for o in outcomes.values()
+                     if isinstance(o, Done) and o.compared is not None), None)
+    if compared is None:
+        report.notes.append(f"save_outputs: {path} not written: no format was checked")
+        return
+    golden.save(path, *compared)
 
 
 def _launch(mp, job):

@@ -17,7 +17,10 @@ from tfdropblock._util import EXIT_ERROR, EXIT_FAILED, EXIT_OK
 # 4: checks.accuracy (top1, keras_top1, agreement, rows, drop, max_drop, runtime) on every
 #    format when labels are given; settings.labels (rows), max_accuracy_drop,
 #    quantized_accuracy_drop and batch_size then.
-SCHEMA_VERSION = 4
+# 5: checks.parity.tolerances ({output: {atol, rtol}}) and atol, rtol on each comparison;
+#    settings.atol_outputs and rtol_outputs (the per-output overrides); settings.inputs
+#    "stored" with settings.load_outputs, and settings.save_outputs, when given.
+SCHEMA_VERSION = 5
 
 FORMATS = ("saved_model", "tflite", "onnx")
 CHECKS = ("conversion", "structure", "validity", "parity", "determinism")
@@ -167,6 +170,12 @@ class Report:
 
     def to_json(self, **kwargs):
         return json.dumps(self.to_dict(), indent=2, sort_keys=False, **kwargs)
+
+    def to_junit(self):
+        """The report as JUnit XML: a testcase per format and check (see :mod:`.junit`)."""
+        from tfdropblock.export.junit import to_junit
+
+        return to_junit(self)
 
     def __str__(self):
         return format_table(self)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfdropblock.export import checks
+from tfdropblock.export import checks, tolerance
 from tfdropblock.export.calibration import given_calibration
 from tfdropblock.export import formats as registry
 from tfdropblock.export.formats.saved_model import traced_graph
@@ -64,13 +64,23 @@ class Run:
     def rtol(self):
         return self.settings.rtol
 
+    @property
+    def compared_with(self):
+        """What the artifacts' outputs are compared with, as findings name it."""
+        if self.settings.golden is not None:
+            return f"the stored outputs ({self.settings.golden.path})"
+        return "Keras (training=False)"
+
     # -- what verification compares with -------------------------------------------------------
 
     def choose_inputs(self):
         """Pick the inputs every format is checked on and compute Keras's outputs on them.
 
-        The user's inputs when given; else generated ones, from the first distribution on which
-        no output's comparison is degenerate (or parity would compare nothing).
+        The user's inputs when given; the stored ones with their stored outputs, in place of
+        Keras's, with ``load_outputs`` (:mod:`.golden`); else generated ones, from the first
+        distribution on which no output's comparison is degenerate (or parity would compare
+        nothing). Tolerances that name an output the model lacks are an InputError here,
+        before any conversion.
         """
         settings, signature = self.settings, self.signature
         if settings.labels is not None:
@@ -86,6 +96,8 @@ class Run:
         elif settings.inputs is not None:
             self.batches = signature.batches(settings.inputs, settings.seed)
             self.expected = [self.keras(b) for b in self.batches]
+        elif settings.golden is not None:
+            self.batches, self.expected = settings.golden.fitted(signature, self.keras)
         else:
             def judge(batches):
                 expected = [self.keras(b) for b in batches]
@@ -94,6 +106,8 @@ class Run:
 
             self.batches, self.generated, self.expected = signature.generated_batches(
                 settings.seed, judge)
+        for name in ("atol", "rtol"):
+            tolerance.check_names(name, getattr(settings, name), list(self.expected[0]))
         self.io = checks.keras_io(signature, self.batches, self.expected)
         if settings.calibration is not None and self.calibration is None:
             # Checked here, before any conversion, so that a file that does not fit is bad

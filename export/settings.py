@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 from tfdropblock.export.errors import InputError
-from tfdropblock.export import formats
+from tfdropblock.export import formats, tolerance
 from tfdropblock.validation import is_int
 
 REFERENCE_MODES = ("auto", "export")
@@ -20,13 +19,6 @@ BATCH_SIZE = 500
 # variant dropped <= 0.56 points, int8 calibrated on one grey image 9.2 and 10.6
 # (docs/ACCURACY.md, "Quality floors"). Float formats are judged only when it is given.
 QUANTIZED_ACCURACY_DROP = 0.02
-
-
-def check_tolerance(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value >= 0):
-        raise InputError(f"Invalid {name}={value!r}: expected a finite float >= 0.")
-    return float(value)
 
 
 def check_choice(name, value, choices):
@@ -47,8 +39,9 @@ class Settings:
     """
 
     inputs: Any = None
-    atol: float = 1e-5
-    rtol: float = 1e-4
+    # A float for every output, or {output name: float} (see :mod:`.tolerance`).
+    atol: Any = 1e-5
+    rtol: Any = 1e-4
     input_signature: Any = None
     seed: int = 0
     reference: str = "auto"
@@ -57,6 +50,8 @@ class Settings:
     max_accuracy_drop: float | None = None
     batch_size: int = BATCH_SIZE
     calibration: Any = None     # int8 calibration inputs (as ``inputs``), else see quantized
+    golden: Any = None          # stored inputs and outputs to compare with (a golden.Golden)
+    save_outputs: str | None = None  # where the run's inputs and reference outputs go
     options: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -68,8 +63,12 @@ class Settings:
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        set_("atol", check_tolerance("atol", self.atol))
-        set_("rtol", check_tolerance("rtol", self.rtol))
+        set_("atol", tolerance.checked("atol", self.atol, Settings.atol))
+        set_("rtol", tolerance.checked("rtol", self.rtol, Settings.rtol))
+        if self.golden is not None:
+            from tfdropblock.export.golden import check_alone
+
+            check_alone(self.inputs, self.labels)
         check_choice("reference", self.reference, REFERENCE_MODES)
         if not is_int(self.seed) or self.seed < 0:
             raise InputError(f"Invalid seed={self.seed!r}: expected an int >= 0.")
@@ -115,11 +114,17 @@ class Settings:
         """The report's ``settings``: the tolerances and conversion options, and whose inputs;
         the quantized variants' options only when quantizing."""
         known = formats.options()
-        return {"atol": self.atol, "rtol": self.rtol, "seed": self.seed,
+        return {"atol": tolerance.default_of(self.atol),
+                "rtol": tolerance.default_of(self.rtol),
+                "atol_outputs": tolerance.overrides_of(self.atol),
+                "rtol_outputs": tolerance.overrides_of(self.rtol), "seed": self.seed,
                 "reference": self.reference,
                 **{name: value for name, value in self.options.items()
                    if not getattr(known.get(name), "quantized_only", False)},
-                "inputs": "user" if self.inputs is not None else "generated",
+                "inputs": "user" if self.inputs is not None else
+                "stored" if self.golden is not None else "generated",
+                **({"load_outputs": self.golden.path} if self.golden is not None else {}),
+                **({"save_outputs": self.save_outputs} if self.save_outputs else {}),
                 **({"labels": len(self.labels), "max_accuracy_drop": self.max_accuracy_drop,
                     "quantized_accuracy_drop": self.accuracy_drop(True),
                     "batch_size": self.batch_size} if self.labels is not None else {}),

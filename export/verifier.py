@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from tfdropblock.export import golden
+from tfdropblock.export.atomic import check_output_file
 from tfdropblock.export.errors import InputError, OutputError
 from tfdropblock.export.formatcheck import build_report, check_each
 from tfdropblock.export.formats.onnx import DEFAULT_OPSET
@@ -24,7 +26,7 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
            jobs=None, seed=0, tflite_select_tf_ops=False, onnx_external_data=None,
            write="passed", imports=(), reference="auto", quantize=None, int8_io=False,
            labels=None, max_accuracy_drop=None, batch_size=BATCH_SIZE, calibration=None,
-           progress=None):
+           load_outputs=None, save_outputs=None, progress=None):
     """Export ``model`` and check, per format, that DropBlock folds away.
 
     For each format: **structure** (the op multiset reachable from the inference entry point of
@@ -39,7 +41,11 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
         model: a ``keras.Model``, or the path of a ``.keras`` file (loaded with ``safe_mode``).
         formats: any of ``"saved_model"``, ``"tflite"``, ``"onnx"``.
         inputs: example inputs (array, list or dict, with a batch axis); default: generated.
-        atol, rtol: parity tolerance, ``|got - keras| <= atol + rtol * |keras|``.
+        atol, rtol: parity tolerance, ``|got - keras| <= atol + rtol * |keras|``: a float
+            for every output, or a dict {output name: float} for those it names, the others
+            keeping the default (1e-5, 1e-4) or the dict's ``"*"`` entry
+            (``{"*": 1e-4, "probs": 1e-3}``). A name that is not one of the model's outputs
+            (as the report's ``model.outputs`` names them) is an InputError.
         input_signature: TensorSpecs, for models whose inputs Keras cannot tell.
         opset: ONNX opset, 13 to 18.
         onnx_external_data: ONNX weights in ``model.onnx.data`` beside ``model.onnx``:
@@ -81,6 +87,12 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
         calibration: int8 calibration inputs, as ``inputs`` takes them (real training
             images, say: never the rows the accuracy is measured on), run ``batch_size`` rows
             at a time; needs an int8 variant in ``quantize``.
+        load_outputs: the path of an NPZ that ``save_outputs`` wrote: the run checks on its
+            inputs and compares every artifact with its outputs instead of Keras's (see
+            :mod:`.golden`). Not with ``inputs`` or ``labels``; a file that does not fit the
+            model (input or output names, shapes, dtypes) is an InputError.
+        save_outputs: the path to write the inputs the run checked on and the outputs
+            compared with (Keras's, or the loaded ones) to, as an NPZ, whole.
         progress: optional callable ``progress(format, message)``.
     Returns:
         :class:`Report`.
@@ -93,9 +105,16 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
     formats = check_formats(formats)
     variants = check_quantize(quantize, formats)
     formats = tuple(dict.fromkeys(formats + variants))
+    if load_outputs is not None:
+        golden.check_alone(inputs, labels)
     inputs, labels = labelled(inputs, labels)
+    stored = golden.load(load_outputs) if load_outputs is not None else None
+    if save_outputs is not None:  # fail before converting for minutes, not after
+        check_output_file(save_outputs, "save_outputs (--save-outputs)")
+        save_outputs = str(save_outputs)
     settings = Settings.make(inputs=inputs, labels=labels, max_accuracy_drop=max_accuracy_drop,
-                             batch_size=batch_size, calibration=calibration, atol=atol, rtol=rtol,
+                             batch_size=batch_size, calibration=calibration, atol=atol,
+                             rtol=rtol, golden=stored, save_outputs=save_outputs,
                              input_signature=input_signature, seed=seed, reference=reference,
                              quantize=variants, opset=opset,
                              tflite_select_tf_ops=tflite_select_tf_ops,
@@ -119,6 +138,8 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
         except OutputError as e:
             raise output_error(out_dir, e) from None
         report = build_report(run.model_info(), results, settings)
+        if save_outputs is not None:
+            golden.save(save_outputs, run.batches, run.expected)
         staging.commit_passed(report, {fmt: work / "main" for fmt in formats}, out_dir, write)
     return report
 

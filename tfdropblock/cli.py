@@ -78,6 +78,17 @@ def _non_negative(value):
     return number
 
 
+def _tolerance(value):
+    from tfdropblock.export import tolerance
+
+    try:
+        return tolerance.parse(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {value!r}: {e}; expected a number >= 0 for every output, "
+            "NAME=VALUE[,NAME=VALUE] for the outputs named, or both (1e-4,probs=1e-3)") from None
+
+
 def _fraction(value):
     number = _non_negative(value)
     if number > 1:
@@ -111,10 +122,14 @@ def build_parser():
         p.add_argument("--formats", default=",".join(FORMATS), metavar="FORMAT[,FORMAT]",
                        help=f"formats to export and check (default: {','.join(FORMATS)}; a "
                             "module given to --import may register more)")
-        p.add_argument("--atol", type=_non_negative, default=Settings.atol,
-                       help=f"parity absolute tolerance ({Settings.atol:g})")
-        p.add_argument("--rtol", type=_non_negative, default=Settings.rtol,
-                       help=f"parity relative tolerance ({Settings.rtol:g})")
+        p.add_argument("--atol", type=_tolerance, default=Settings.atol,
+                       metavar="[VALUE,][NAME=VALUE,...]",
+                       help=f"parity absolute tolerance ({Settings.atol:g}); NAME=VALUE for "
+                            "the model's output NAME only")
+        p.add_argument("--rtol", type=_tolerance, default=Settings.rtol,
+                       metavar="[VALUE,][NAME=VALUE,...]",
+                       help=f"parity relative tolerance ({Settings.rtol:g}); NAME=VALUE for "
+                            "the model's output NAME only")
         p.add_argument("--inputs", metavar="NPZ", help="example inputs (.npz, one array per "
                                                        "model input name); default: generated. "
                                                        "Also the int8 calibration data")
@@ -138,8 +153,18 @@ def build_parser():
         p.add_argument("--quantize", metavar="MODE[,MODE]",
                        help=f"also quantize: {offered}; each requested format gets the modes "
                             "it has, each checked as its own format (tflite:int8, ...)")
+        p.add_argument("--save-outputs", metavar="FILE.npz",
+                       help="write the inputs checked on and the outputs compared with "
+                            "(Keras's) to FILE.npz, for a later --load-outputs")
+        p.add_argument("--load-outputs", metavar="FILE.npz",
+                       help="check on the inputs a --save-outputs run stored and compare every "
+                            "artifact with its stored outputs instead of Keras's (not with "
+                            "--inputs or --labels)")
         p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE "
                                                       "('-': stdout)")
+        p.add_argument("--junit", metavar="FILE.xml",
+                       help="write the report as JUnit XML to FILE.xml: a testcase per format "
+                            "and check, for CI test reports")
         p.add_argument("--unsafe", action="store_true", help="load the model with "
                        "safe_mode=False (runs Lambda code: only for files you trust)")
         p.add_argument("--import", dest="imports", action="append", default=[],
@@ -256,6 +281,9 @@ def _check_outputs(args):
             check_out_dir(args.out)
         if getattr(args, "json", None) not in (None, "-"):
             check_output_file(args.json, "--json")
+        for flag in ("junit", "save_outputs"):
+            if getattr(args, flag, None) is not None:
+                check_output_file(getattr(args, flag), f"--{flag.replace('_', '-')}")
     except OutputError as e:
         _fail(f"{PROG}: error: {e}", EXIT_USAGE)
 
@@ -322,6 +350,10 @@ def _run_verify(args, out_dir, write):
         imports = importable(args.imports)
         import_modules(imports)  # what they register (layers, formats) counts from here on
         args.formats = check_formats(args.formats)
+        if args.load_outputs is not None and (args.inputs or args.labels is not None):
+            other = "--inputs" if args.inputs else "--labels (which needs --inputs)"
+            raise InputError(f"Invalid --load-outputs with {other}: the stored file holds the "
+                             "inputs to check on; give --load-outputs or --inputs, not both.")
         inputs = _load_inputs(args.inputs) if args.inputs else None
         if args.labels is None and args.max_accuracy_drop is not None:
             raise InputError("--max-accuracy-drop needs --labels NAME: without labels there "
@@ -348,7 +380,8 @@ def _run_verify(args, out_dir, write):
                             quantize=args.quantize, labels=labels,
                             max_accuracy_drop=args.max_accuracy_drop,
                             batch_size=args.batch_size, calibration=calibration,
-                            progress=_progress(args))
+                            load_outputs=args.load_outputs,
+                            save_outputs=args.save_outputs, progress=_progress(args))
         args.json_committed = bool(committed)
         return report
     except InputError as e:
@@ -376,6 +409,20 @@ def _emit(args, report_dict, table):
             write_bytes(args.json, _json_bytes(report_dict))
         except OSError as e:
             _fail(f"{PROG}: error: cannot write --json {args.json}: {e.strerror}", EXIT_USAGE)
+
+
+def _write_junit(args, report):
+    """``--junit``: the report as JUnit XML, written whole, as ``--json`` is."""
+    if not args.junit:
+        return
+    from tfdropblock._files import write_bytes
+    from tfdropblock.export.stopping import decided
+
+    decided()
+    try:
+        write_bytes(args.junit, report.to_junit().encode())
+    except OSError as e:
+        _fail(f"{PROG}: error: cannot write --junit {args.junit}: {e.strerror}", EXIT_USAGE)
 
 
 def _json_bytes(report_dict):
@@ -424,6 +471,7 @@ def _verify(args):
                   "is not available", EXIT_USAGE)
     report = _run_verify(args, args.out, "passed")
     _emit(args, report.to_dict(), str(report))
+    _write_junit(args, report)
     return report.exit_code
 
 
@@ -431,6 +479,7 @@ def _export(args):
     write = "converted" if args.force else "all_or_nothing"
     report = _run_verify(args, args.out, write)
     _emit(args, report.to_dict(), str(report))
+    _write_junit(args, report)
     written = [r.artifact for r in report.formats.values() if r.artifact]
     if written:
         print(f"wrote {', '.join(written)}", file=sys.stderr)

@@ -231,7 +231,7 @@ class Format:
         """Judge ``runs`` ({runtime label: [named outputs per batch of ``run.batches``]})
         against Keras's outputs into ``result``: parity, for a float format."""
         check, findings, warnings = checks.parity_check(runs, run.expected, run.atol, run.rtol,
-                                                        run.batches)
+                                                        run.batches, run.compared_with)
         result.checks["parity"] = check
         result.findings.extend(findings)
         result.warnings.extend(warnings)

@@ -105,6 +105,8 @@ def calibration(run):
             run.calibration = ([run.batches[0]], f"user inputs (the first {rows} rows)")
         elif settings.inputs is not None:
             run.calibration = ([signature.name_inputs(settings.inputs)], "user inputs")
+        elif settings.golden is not None:
+            run.calibration = ([run.batches[0]], "the stored inputs (load_outputs)")
         else:
             distribution = run.generated
             kwargs = {"distribution": distribution} if distribution else {}
