@@ -9,7 +9,7 @@ import numpy as np
 
 from tfdropblock.export.errors import InputError
 from tfdropblock.export.graphs import scope_matcher
-from tfdropblock.export.report import CheckResult, Finding
+from tfdropblock.export.report import LEAK_WARNING, CheckResult, Finding
 
 MAX_NAME_FINDINGS = 5
 MAX_DIFFERENCES = 8  # twin differences listed
@@ -62,6 +62,21 @@ def structure_check(graph, reference, layer_names):
                "missing_ops": dict(sorted(missing.items())),
                "random_ops": graph.random_ops()}
     return CheckResult(not findings, details), findings
+
+
+LEAK_WHY = f"it {LEAK_WARNING}"
+
+
+def training_mode_check(leaks, calls_inference, where):
+    """Whether a training-mode leak (:mod:`.leaks`) reaches an artifact Keras's exporter made:
+    one finding per leaking layer unless that exporter calls ``model(x, training=False)``."""
+    leaks = list(leaks or [])
+    reached = not calls_inference
+    findings = [Finding("training_mode", f"layer {name!r} runs in training mode in Keras's export",
+                        where, LEAK_WHY) for name in leaks] if reached else []
+    return CheckResult(not findings, {"leaks": leaks, "reached": reached and bool(leaks),
+                                      "exporter_calls": "model(x, training=False)"
+                                      if calls_inference else "model(x)"}), findings
 
 
 def compare_outputs(actual, expected, atol, rtol):

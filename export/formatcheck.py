@@ -40,7 +40,7 @@ def run_format(run, fmt, progress=None):
     limit): that is no format's failure, and the other formats would meet it too.
     """
     say = progress or (lambda fmt, message: None)
-    result = FormatResult(fmt)
+    result = FormatResult(fmt, exporter=run.settings.exporter)
     start = time.perf_counter()
     try:
         say(fmt, "converting")

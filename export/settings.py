@@ -11,6 +11,8 @@ from tfdropblock.export import formats
 from tfdropblock.validation import is_int
 
 REFERENCE_MODES = ("auto", "export")
+# Who makes the artifacts: the kit's own conversion paths, or Keras's ``model.export``.
+EXPORTERS = ("tfdropblock", "keras")
 DEFAULT_TIMEOUT = 600  # seconds allowed to each format's converter in an isolated run
 WRITE_POLICIES = ("passed", "all_or_nothing", "converted")
 # Rows run through a model at once when labels are given (Keras and every artifact).
@@ -56,6 +58,7 @@ class Settings:
     labels: Any = None          # integer class per row of ``inputs`` (see :func:`labelled`)
     max_accuracy_drop: float | None = None
     batch_size: int = BATCH_SIZE
+    exporter: str = EXPORTERS[0]
     options: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -89,6 +92,7 @@ class Settings:
         if not is_int(self.batch_size) or self.batch_size < 1:
             raise InputError(f"Invalid batch_size={self.batch_size!r}: expected an int >= 1.")
         set_("batch_size", int(self.batch_size))
+        check_choice("exporter", self.exporter, EXPORTERS)
         known = formats.options()
         unknown = sorted(set(self.options) - set(known))
         if unknown:
@@ -96,6 +100,8 @@ class Settings:
                              f"formats' options are {tuple(known)}.")
         set_("options", {name: option.check(self.options.get(name, option.default))
                          for name, option in known.items()})
+        if self.exporter == "keras":
+            check_keras_exportable(self)
 
     def accuracy_drop(self, quantized):
         """The largest top-1 drop below Keras's that passes (None: reported, not judged)."""
@@ -112,7 +118,7 @@ class Settings:
         the quantized variants' options only when quantizing."""
         known = formats.options()
         return {"atol": self.atol, "rtol": self.rtol, "seed": self.seed,
-                "reference": self.reference,
+                "reference": self.reference, "exporter": self.exporter,
                 **{name: value for name, value in self.options.items()
                    if not getattr(known.get(name), "quantized_only", False)},
                 "inputs": "user" if self.inputs is not None else "generated",
@@ -123,6 +129,23 @@ class Settings:
                     **{name: value for name, value in self.options.items()
                        if getattr(known.get(name), "quantized_only", False)}}
                    if self.quantize else {})}
+
+
+def check_keras_exportable(settings):
+    """InputError naming both options for what Keras's exporters cannot be asked to do.
+
+    Keras 3.15's ``model.export`` makes float artifacts only, and writes an ONNX model as one
+    file; what it does with Flex ops and opsets is taken as it is (``opset`` is passed to its
+    ONNX exporter, ``tflite_select_tf_ops`` changes nothing: its LiteRT exporter always allows
+    Flex ops, which the structure check then reports)."""
+    if settings.quantize:
+        raise InputError(f"Invalid exporter='keras' with quantize={list(settings.quantize)}: "
+                         "Keras's exporters make float artifacts only; quantized variants need "
+                         "exporter='tfdropblock'.")
+    if settings.options.get("onnx_external_data"):
+        raise InputError("Invalid exporter='keras' with onnx_external_data=True: Keras's ONNX "
+                         "exporter writes one file; external data needs "
+                         "exporter='tfdropblock'.")
 
 
 def _rows(inputs):

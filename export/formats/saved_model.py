@@ -129,12 +129,13 @@ def walk_graph_def(graph_def, outputs=None):
     return ops, names
 
 
-def traced_graph(function):
+def traced_graph(function, called="model(x, training=False)"):
     """Ops of a traced inference function itself (a ``tf.function`` with an input signature,
-    :meth:`Signature.flat_function`), before any converter touches it."""
+    :meth:`Signature.flat_function`), before any converter touches it; ``called``: how it
+    calls the model, for the findings."""
     concrete = function.get_concrete_function()
     ops, names = walk_graph_def(concrete.graph.as_graph_def(add_shapes=False))
-    return Graph("saved_model", ops, names, entry="traced model(x, training=False)")
+    return Graph("saved_model", ops, names, entry=f"traced {called}")
 
 
 
@@ -176,6 +177,7 @@ class SavedModelFormat(Format):
     title = "SavedModel"
     artifact = "saved_model"
     invalid_what = "the SavedModel does not reload"
+    keras_format = "tf_saved_model"
 
     def convert(self, run, reference):
         path = run.path(self.name, reference)

@@ -518,6 +518,11 @@ class TFLiteFormat(Format):
     refused_by = "TFLite converter (builtin ops only)"
     invalid_what = ("the model does not load and run in the LiteRT interpreter (builtin ops, "
                     "no default delegate)")
+    keras_format = "litert"
+    keras_calls_inference = True  # Keras 3.15's LiteRT exporter passes training=False
+
+    def keras_artifact(self, path):
+        return Path(path).read_bytes()
 
     def convert(self, run, reference):
         saved = run.get(self.converts_from, reference)
