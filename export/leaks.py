@@ -7,20 +7,21 @@ later layer that defaults ``training=None`` (Dropout in a custom layer, BatchNor
 context-following DropBlock) then runs in training mode. The kit's own exports pass
 ``training=False`` and are not affected; ``model.export`` is.
 
-The rule: the model is rebuilt as a Keras model exposing every layer's output, and called once
-plainly and once with ``training=False`` on the same inputs. A layer is a leak when its output
-differs between the two calls while the outputs of the layers feeding it did not: only the
-first layer that changes in each chain is blamed, not everything downstream of it. A model
-that cannot be rebuilt so (a subclassed model) is judged as a whole: its own name is listed
-when its outputs differ. A layer shared between several call sites has no single output and
-is not probed; a leak in it is blamed on the first probed layer after it.
+The rule: the model's layer graph is rebuilt as a Keras model exposing the output of every
+layer call, and called once plainly and once with ``training=False`` on the same inputs (one
+batch of the run's inputs). A layer call is a leak when its output differs between the two
+calls while the outputs feeding it did not: only the first layer that changes in each chain is
+blamed, not everything downstream of it. Each call site of a shared layer is judged on its
+own; a nested model is one layer of the outer graph, blamed as a whole. A model without a
+layer graph (subclassed) is judged as a whole: its own name is listed when its outputs
+differ. Outputs are compared exactly: the two calls run the same kernels on the same inputs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tfdropblock._compat import keras_history_operation
+from tfdropblock._compat import layer_graph, nodes_by_depth
 
 
 def training_mode_leaks(model, inputs):
@@ -29,52 +30,38 @@ def training_mode_leaks(model, inputs):
     probe = _probe(model)
     if probe is None:
         return [] if _same(model(inputs), model(inputs, training=False)) else [model.name]
-    layers, probe_model = probe
+    nodes, probe_model = probe
     plain = probe_model(inputs)
     inference = probe_model(inputs, training=False)
-    changed = {layer.name: not _same(a, b) for layer, a, b in zip(layers, plain, inference)}
-    return [layer.name for layer in layers
-            if changed[layer.name] and not any(changed.get(name) for name in _sources(layer))]
+    changed, at = {}, 0
+    for node in nodes:  # each node's outputs, in the probe's flat output order
+        n = len(node.outputs)
+        changed[id(node)] = not _same(plain[at:at + n], inference[at:at + n])
+        at += n
+    made_by = {id(t): id(node) for node in nodes for t in node.outputs}
+    leaks = [node.operation.name for node in nodes if changed[id(node)] and not any(
+        changed.get(made_by.get(id(t))) for t in node.input_tensors)]
+    return list(dict.fromkeys(leaks))
 
 
 def _probe(model):
-    """``(layers, model exposing each layer's output)`` of a functional or Sequential model
-    built on ``keras.Input``; None for one that cannot be rebuilt so."""
+    """``(nodes, model exposing every node's outputs)``: the layer calls of a functional or
+    built Sequential model, each site of a shared layer its own node; None for a model
+    without a layer graph (subclassed)."""
     import keras
 
-    try:
-        inputs = model.input  # the model's own input structure: a tensor, list or dict
-    except (AttributeError, ValueError):
+    graph = layer_graph(model)
+    if graph is None:
         return None
-    if inputs is None:
-        return None
-    layers, outputs = [], []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        try:
-            output = layer.output  # raises for a layer called at several sites
-        except (AttributeError, ValueError):
-            continue
-        layers.append(layer)
-        outputs.append(output)
-    if not layers:
+    by_depth = nodes_by_depth(graph)
+    nodes = [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]
+             if not node.is_input]
+    if not nodes:
         return None
     try:
-        return layers, keras.Model(inputs, outputs)
+        return nodes, keras.Model(graph.input, [t for node in nodes for t in node.outputs])
     except Exception:  # a graph Keras cannot cut at these tensors: judge the model whole
         return None
-
-
-def _sources(layer):
-    """Names of the layers whose outputs ``layer`` takes."""
-    import keras
-
-    try:
-        tensors = keras.tree.flatten(layer.input)
-    except (AttributeError, ValueError):
-        return []
-    return [keras_history_operation(t).name for t in tensors]
 
 
 def _same(a, b):
