@@ -16,18 +16,26 @@ MAX_DIFFERENCES = 8  # twin differences listed
 
 
 def content_findings(graph, layer_names=None, check="structure"):
-    """Random ops, Flex ops, ops a converter left unconverted, DropBlock-scoped names."""
+    """Random ops, Flex ops (each with the layer whose scope holds it, when the reader can
+    tell), ops a converter left unconverted, DropBlock-scoped names."""
     findings = []
+
+    def in_layer(op):
+        layer = graph.layer(op, layer_names)
+        return f" in layer {layer!r}" if layer else ""
+
     for op in graph.random_ops():
         findings.append(Finding(
-            check, f"random op {op} x{graph.ops[op]}", graph.where(op),
+            check, f"random op {op} x{graph.ops[op]}{in_layer(op)}", graph.where(op),
             "inference must be deterministic: a layer draws noise at inference time"))
     for what, where, why in graph.hazards:
         findings.append(Finding(check, what, where, why))
-    for ops, (what, why) in ((graph.flex_ops, graph.flex_finding),
-                             (graph.unsupported_ops, graph.unsupported_finding)):
-        for op in ops:
-            findings.append(Finding(check, what.format(op=op), graph.entry, why))
+    for op in graph.flex_ops:
+        what, why = graph.flex_finding
+        findings.append(Finding(check, what.format(op=op) + in_layer(op), graph.where(op), why))
+    for op in graph.unsupported_ops:
+        what, why = graph.unsupported_finding
+        findings.append(Finding(check, what.format(op=op), graph.entry, why))
     matches = scope_matcher(layer_names)
     hits = [(where, name) for where, name in graph.names if matches(name)]
     for where, name in hits[:MAX_NAME_FINDINGS]:

@@ -13,6 +13,7 @@ import pytest
 from tfdropblock import cli
 from tfdropblock.export import FORMATS, InputError, verify
 from tfdropblock.export.leaks import training_mode_leaks
+from tfdropblock.export.report import FormatResult
 
 IMAGES = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
 
@@ -41,6 +42,8 @@ def test_keras_exporter_on_a_clean_model_passes_every_format(tiny_image_model, t
     assert data["settings"]["exporter"] == "keras"
     assert {name: r["exporter"] for name, r in data["formats"].items()} == dict.fromkeys(
         FORMATS, "keras")
+    # As an isolated child sends it to the parent.
+    assert FormatResult.from_dict(data["formats"]["onnx"]).exporter == "keras"
     assert data["model"]["training_mode_leaks"] == []
     for r in data["formats"].values():
         assert r["checks"]["training_mode"]["ok"] is True
@@ -64,7 +67,8 @@ def test_a_leak_fails_each_format_keras_exports_it_to(keras_leak_report, leak):
         assert f"layer {leak!r} runs in training mode" in finding.what
         assert "training=" in finding.why
         structure = [str(f) for f in result.findings if f.check == "structure"]
-        assert any("random op StatelessRandomUniform" in f for f in structure), structure
+        assert any("random op StatelessRandomUniform" in f and f"in layer {leak!r}" in f
+                   for f in structure), structure
         assert any(leak in f and "name scope" in f for f in structure), structure
     [invalid] = [f for f in report.formats["onnx"].findings if f.check == "validity"]
     assert "ONNXRuntimeError" in invalid.why  # Keras reported success for this file
@@ -87,6 +91,30 @@ def test_with_the_kits_exporter_a_leak_is_a_warning(leaky_model, leak):
            "without training=, as Keras's exporters call it" in str(report)
     assert report.formats["saved_model"].exporter == "tfdropblock"
     assert "training_mode" not in report.formats["saved_model"].checks
+
+
+class Noisy(keras.layers.Layer):
+    """Draws noise whatever the mode: Keras's LiteRT exporter, which allows Flex ops, writes it
+    as Flex ops that LiteRT's builtin runtime cannot run."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seeds = keras.random.SeedGenerator(1)
+
+    def call(self, x):
+        return x * keras.random.uniform(keras.ops.shape(x), seed=self.seeds)
+
+
+def test_keras_litert_flex_op_is_a_finding_naming_op_and_layer():
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = Noisy(name="noisy")(keras.layers.Conv2D(4, 3, padding="same")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    report = verify(model, formats=("tflite",), exporter="keras")
+    assert report.exit_code == 1
+    findings = [str(f) for f in report.formats["tflite"].findings]
+    assert "[structure] Flex op FlexStatelessRandomUniformV2 in layer 'noisy'" in "\n".join(
+        findings), findings
+    assert any(f.startswith("[validity]") and "Flex delegate" in f for f in findings), findings
 
 
 def batch_norm_model(style, resizing=True):
@@ -126,11 +154,32 @@ def test_exporter_keras_with_quantize_is_exit_2(capsys):
     assert "--exporter keras" in err and "--quantize" in err, err
 
 
-def test_cli_exporter_keras_reaches_the_json(tiny_image_model, tmp_path):
-    tiny_image_model().save(tmp_path / "clean.keras")
-    assert cli.main(["verify", str(tmp_path / "clean.keras"), "--exporter", "keras",
-                     "--formats", "onnx", "--quiet", "--json", str(tmp_path / "r.json")]) == 0
-    data = json.loads((tmp_path / "r.json").read_text())
-    assert data["settings"]["exporter"] == "keras"
-    assert data["formats"]["onnx"]["exporter"] == "keras"
-    assert data["formats"]["onnx"]["checks"]["validity"]["renamed"]
+NO_KERAS_FORMAT = """
+from tfdropblock.export.formats import register
+from tfdropblock.export.formats.saved_model import SavedModelFormat
+
+
+class NoKerasExporter(SavedModelFormat):
+    name = "no_keras_exporter"
+    keras_format = None
+
+
+register(NoKerasExporter())
+"""
+
+
+def test_cli_passes_the_exporter_to_verify(tmp_path, capsys):
+    # A format Keras has no exporter of is refused by verify itself, before any conversion:
+    # only an --exporter that reached it can say so.
+    from tfdropblock.export.formats import unregister
+
+    (tmp_path / "no_keras_exporter.py").write_text(NO_KERAS_FORMAT)
+    try:
+        code = cli.main(["verify", str(tmp_path / "m.keras"), "--exporter", "keras",
+                         "--import", str(tmp_path / "no_keras_exporter.py"),
+                         "--formats", "no_keras_exporter"])
+    finally:
+        unregister("no_keras_exporter")
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "exporter='keras'" in err and "no_keras_exporter" in err, err

@@ -306,7 +306,9 @@ class Format:
         try:
             return run.get(self.name)
         except ConversionError as e:
-            if self.refused_by and leak_refused(run, result, e, self.refused_by):
+            refused_by = (f"Keras's model.export(format={self.keras_format!r})"
+                          if getattr(run, "keras_exporter", False) else self.refused_by)
+            if refused_by and leak_refused(run, result, e, refused_by):
                 return None
             raise
 
@@ -401,8 +403,10 @@ def leak_refused(run, result, error, where):
     result.checks["conversion"] = CheckResult(False, {"error": str(error)})
     result.checks["structure"] = CheckResult(False, {"entry": graph.entry,
                                                      "random_ops": random})
+    layers = sorted({graph.layer(op, run.layer_names) for op in random} - {None})
+    in_layers = f" in layer(s) {', '.join(map(repr, layers))}" if layers else ""
     result.add(Finding("structure", f"random op(s) in the inference function: "
-                                    f"{', '.join(random)}", where,
+                                    f"{', '.join(random)}{in_layers}", where,
                        f"a layer draws noise at inference time, and the converter refused "
                        f"it: {error}"))
     result.findings.extend(
