@@ -77,8 +77,11 @@ LEAK_WHY = f"it {LEAK_WARNING}"
 
 def training_mode_check(leaks, calls_inference, where):
     """Whether a training-mode leak (:mod:`.leaks`) reaches an artifact Keras's exporter made:
-    one finding per leaking layer unless that exporter calls ``model(x, training=False)``."""
-    leaks = list(leaks or [])
+    one finding per leaking layer unless that exporter calls ``model(x, training=False)``;
+    not checked (``ok`` None) when the leak check could not run (``leaks`` None)."""
+    if leaks is None:
+        return CheckResult(None, {"leaks": None}), []
+    leaks = list(leaks)
     reached = not calls_inference
     findings = [Finding("training_mode", f"layer {name!r} runs in training mode in Keras's export",
                         where, LEAK_WHY) for name in leaks] if reached else []

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfdropblock._util import describe_error
 from tfdropblock.export import checks
 from tfdropblock.export import formats as registry
 from tfdropblock.export.formats.saved_model import traced_graph
@@ -51,7 +52,7 @@ class Run:
         # of the class score output and Keras's top class per row.
         self.label_batches = self.scores = self.keras_top = None
         # Set by choose_inputs: the layers that run in training mode under model(x).
-        self.training_mode_leaks = None
+        self.training_mode_leaks = self.leak_check_error = None
         self._cache = {}
         self._functions = {}
         self._graphs = {}
@@ -98,8 +99,11 @@ class Run:
                 settings.seed, judge)
         self.io = checks.keras_io(signature, self.batches, self.expected)
         first = self.batches[0]
-        self.training_mode_leaks = training_mode_leaks(
-            self.model, signature.pack([first[n] for n in signature.names]))
+        try:
+            self.training_mode_leaks = training_mode_leaks(
+                self.model, signature.pack([first[n] for n in signature.names]))
+        except Exception as e:  # a model that runs only with training=False is not a failure
+            self.leak_check_error = describe_error(e)
         return self
 
     def top_classes(self, runner):
@@ -119,7 +123,9 @@ class Run:
                 "outputs": list(self.expected[0]),
                 "batch_sizes": [len(next(iter(b.values()))) for b in self.batches],
                 "generated_inputs": self.generated,
-                "training_mode_leaks": self.training_mode_leaks}
+                "training_mode_leaks": self.training_mode_leaks,
+                **({"training_mode_leak_check_error": self.leak_check_error}
+                   if self.leak_check_error else {})}
 
     # -- conversions, each once ----------------------------------------------------------------
 
