@@ -40,7 +40,7 @@ def renamed(io, runners, input_names, output_names):
     (``{"inputs": {kit: artifact}, "outputs": {artifact: kit}}``), empty when none was needed;
     an artifact whose counts differ is left as it is, for the I/O check to report."""
     into = _mapping([t["name"] for t in io["inputs"]], list(input_names))
-    outputs = _mapping([t["name"] for t in io["outputs"]], list(output_names))
+    outputs = _mapping([t["name"] for t in io["outputs"]], flat_order(output_names))
     if into is None or outputs is None or not (into or outputs):
         return io, runners, {}
     inputs = {kit: artifact for artifact, kit in into.items()}
@@ -48,6 +48,16 @@ def renamed(io, runners, input_names, output_names):
           "outputs": [{**t, "name": outputs.get(t["name"], t["name"])} for t in io["outputs"]]}
     runners = {label: _Renamed(runner, inputs, outputs) for label, runner in runners.items()}
     return io, runners, {"inputs": inputs, "outputs": outputs}
+
+
+def flat_order(output_names):
+    """The model's output names in the order Keras's exporters flatten the outputs: as they
+    are for ``output_0``, ``output_1``... (a list or a single tensor), sorted for the keys of
+    a dict, which ``keras.tree`` flattens in key order."""
+    names = list(output_names)
+    if names == [f"output_{i}" for i in range(len(names))]:
+        return names
+    return sorted(names)
 
 
 def _mapping(artifact, kit):
