@@ -11,25 +11,33 @@ from tfdropblock.export.errors import InputError
 from tfdropblock.export.graphs import scope_matcher
 from tfdropblock.export.tolerance import default_of
 from tfdropblock.export.tolerance import of as tolerance_of
-from tfdropblock.export.report import CheckResult, Finding
+from tfdropblock.export.report import LEAK_WARNING, CheckResult, Finding
 
 MAX_NAME_FINDINGS = 5
 MAX_DIFFERENCES = 8  # twin differences listed
 
 
 def content_findings(graph, layer_names=None, check="structure"):
-    """Random ops, Flex ops, ops a converter left unconverted, DropBlock-scoped names."""
+    """Random ops, Flex ops (each with the layer whose scope holds it, when the reader can
+    tell), ops a converter left unconverted, DropBlock-scoped names."""
     findings = []
+
+    def in_layer(op):
+        layer = graph.layer(op, layer_names)
+        return f" in layer {layer!r}" if layer else ""
+
     for op in graph.random_ops():
         findings.append(Finding(
-            check, f"random op {op} x{graph.ops[op]}", graph.where(op),
+            check, f"random op {op} x{graph.ops[op]}{in_layer(op)}", graph.where(op),
             "inference must be deterministic: a layer draws noise at inference time"))
     for what, where, why in graph.hazards:
         findings.append(Finding(check, what, where, why))
-    for ops, (what, why) in ((graph.flex_ops, graph.flex_finding),
-                             (graph.unsupported_ops, graph.unsupported_finding)):
-        for op in ops:
-            findings.append(Finding(check, what.format(op=op), graph.entry, why))
+    for op in graph.flex_ops:
+        what, why = graph.flex_finding
+        findings.append(Finding(check, what.format(op=op) + in_layer(op), graph.where(op), why))
+    for op in graph.unsupported_ops:
+        what, why = graph.unsupported_finding
+        findings.append(Finding(check, what.format(op=op), graph.entry, why))
     matches = scope_matcher(layer_names)
     hits = [(where, name) for where, name in graph.names if matches(name)]
     for where, name in hits[:MAX_NAME_FINDINGS]:
@@ -64,6 +72,24 @@ def structure_check(graph, reference, layer_names):
                "missing_ops": dict(sorted(missing.items())),
                "random_ops": graph.random_ops()}
     return CheckResult(not findings, details), findings
+
+
+LEAK_WHY = f"it {LEAK_WARNING}"
+
+
+def training_mode_check(leaks, calls_inference, where):
+    """Whether a training-mode leak (:mod:`.leaks`) reaches an artifact Keras's exporter made:
+    one finding per leaking layer unless that exporter calls ``model(x, training=False)``;
+    not checked (``ok`` None) when the leak check could not run (``leaks`` None)."""
+    if leaks is None:
+        return CheckResult(None, {"leaks": None}), []
+    leaks = list(leaks)
+    reached = not calls_inference
+    findings = [Finding("training_mode", f"layer {name!r} runs in training mode in Keras's export",
+                        where, LEAK_WHY) for name in leaks] if reached else []
+    return CheckResult(not findings, {"leaks": leaks, "reached": reached and bool(leaks),
+                                      "exporter_calls": "model(x, training=False)"
+                                      if calls_inference else "model(x)"}), findings
 
 
 def compare_outputs(actual, expected, atol, rtol):

@@ -22,6 +22,9 @@ NO_DROPBLOCK_NOTE = ("the model has no DropBlock layer: its structure is compare
 def build_report(model_info, results, settings, **extra):
     """The :class:`Report` of per-format ``results``; ``extra`` goes into its settings."""
     notes = [] if model_info.get("has_dropblock", True) else [NO_DROPBLOCK_NOTE]
+    if model_info.get("training_mode_leak_check_error"):
+        notes.append("the training-mode leak check could not run (model(x) without training= "
+                     f"failed): {model_info['training_mode_leak_check_error']}")
     return Report(model=model_info, formats=results, settings={**settings.report(), **extra},
                   notes=notes)
 
@@ -40,7 +43,7 @@ def run_format(run, fmt, progress=None):
     limit): that is no format's failure, and the other formats would meet it too.
     """
     say = progress or (lambda fmt, message: None)
-    result = FormatResult(fmt)
+    result = FormatResult(fmt, exporter=run.settings.exporter)
     start = time.perf_counter()
     try:
         say(fmt, "converting")

@@ -68,6 +68,11 @@ class Graph:
     def random_ops(self):
         return sorted(op for op in self.ops if self.is_random(op))
 
+    def layer(self, op, layer_names=None):
+        """The layer whose scope the first node holding ``op`` is in, when it can be told."""
+        return next((layer for layer in (scope_layer(site, layer_names)
+                                         for site in self.sites.get(op, [])) if layer), None)
+
     def where(self, op, limit=3):
         """The entry point, plus the first ``limit`` nodes holding ``op`` when known."""
         sites = self.sites.get(op, [])
@@ -76,6 +81,22 @@ class Graph:
         more = f" and {len(sites) - limit} more" if len(sites) > limit else ""
         return f"{self.entry}: {'; '.join(sites[:limit])}{more}"
 
+
+
+def scope_layer(site, layer_names=None):
+    """The innermost layer of the model whose name scope ``site`` (a reader's "where: node
+    'a/b/op'") carries, or None. The layers known are those ``layer_names`` carries
+    (:class:`~tfdropblock.export.identity.DropBlockNames`: every DropBlock and every other
+    layer, the model itself left out, since its scope wraps everything)."""
+    known = {name for _, name in getattr(layer_names, "dropblock_scopes", ())}
+    known |= {name for _, name in getattr(layer_names, "other_scopes", ())[1:]}
+    if not known:
+        return None
+    for part in reversed([p for p in re.split(r"[/;:,'\s]", site) if p]):
+        owner = next((base for base in _scope_bases(part) if base in known), None)
+        if owner is not None:
+            return owner
+    return None
 
 
 def scope_matcher(layer_names=None, other_layers=None):

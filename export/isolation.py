@@ -167,7 +167,8 @@ def assemble(formats, outcomes, model_path, settings, out_dir, **extra_settings)
             model_info = model_info or outcome.model
             staged[fmt] = outcome.staged
         else:
-            results[fmt] = FormatResult(fmt, status=ERROR_STATUS, error=outcome.message)
+            results[fmt] = FormatResult(fmt, status=ERROR_STATUS, error=outcome.message,
+                                        exporter=settings.exporter)
     model_info = model_info or {"name": None, "source": model_path}
     return build_report(model_info, results, settings, **extra_settings), staged
 

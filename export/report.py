@@ -20,12 +20,17 @@ from tfdropblock._util import EXIT_ERROR, EXIT_FAILED, EXIT_OK
 # 5: checks.parity.tolerances ({output: {atol, rtol}}) and atol, rtol on each comparison;
 #    settings.atol_outputs and rtol_outputs (the per-output overrides); settings.inputs
 #    "stored" with settings.load_outputs, and settings.save_outputs, when given.
+#    formats.<name>.exporter ("tfdropblock" or "keras"); settings.exporter;
+#    model.training_mode_leaks; checks.training_mode (leaks, reached, exporter_calls) on every
+#    format with exporter "keras".
 SCHEMA_VERSION = 5
 
 FORMATS = ("saved_model", "tflite", "onnx")
 CHECKS = ("conversion", "structure", "validity", "parity", "determinism")
 
 PASSED, FAILED, ERROR = "passed", "failed", "error"
+LEAK_WARNING = ("runs in training mode when the model is called without training=, as Keras's "
+                "exporters call it")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +85,8 @@ class FormatResult:
     warnings: list = dataclasses.field(default_factory=list)
     # A quantized variant's {"format", "mode", "bytes", "calibration", "int8_io"}; else None.
     quantization: dict | None = None
+    # Who made the artifact: "tfdropblock" (the kit's conversion) or "keras" (model.export).
+    exporter: str | None = None
 
     @property
     def ok(self):
@@ -107,6 +114,7 @@ class FormatResult:
             "findings": [f.to_dict() for f in self.findings],
             "warnings": [f.to_dict() for f in self.warnings],
             "quantization": _jsonable(self.quantization),
+            "exporter": self.exporter,
         }
 
     @classmethod
@@ -118,7 +126,7 @@ class FormatResult:
                     for k, v in data.get("checks", {}).items()},
             findings=[Finding(**f) for f in data.get("findings", [])],
             warnings=[Finding(**f) for f in data.get("warnings", [])],
-            quantization=data.get("quantization"))
+            quantization=data.get("quantization"), exporter=data.get("exporter"))
 
 
 @dataclasses.dataclass
@@ -146,6 +154,12 @@ class Report:
     @property
     def warnings(self):
         return [f for r in self.formats.values() for f in r.warnings]
+
+    @property
+    def training_mode_leaks(self):
+        """The layers that run in training mode under ``model(x)`` (see :mod:`.leaks`); None
+        when not checked."""
+        return self.model.get("training_mode_leaks")
 
     @property
     def exit_code(self):
@@ -252,6 +266,9 @@ def format_table(report):
                + (f" ({shown})" if names else ""))
     for note in report.notes:
         out.append(f"note: {note}")
+    if report.settings.get("exporter") != "keras":  # with Keras's, they are findings
+        for name in report.training_mode_leaks or []:
+            out.append(f"warning: layer {name!r} {LEAK_WARNING}")
     for name, r in report.formats.items():
         if r.error:
             out.append(f"{name}: error: {r.error}")

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tfdropblock._util import describe_error
 from tfdropblock.export import checks, tolerance
 from tfdropblock.export.calibration import given_calibration
 from tfdropblock.export import formats as registry
 from tfdropblock.export.formats.saved_model import traced_graph
 from tfdropblock.export.identity import dropblock_names, dropblocks_as_identity
+from tfdropblock.export.leaks import training_mode_leaks
 from tfdropblock.export.settings import Settings
 from tfdropblock.export.signature import Signature, named_outputs
 
@@ -50,6 +52,8 @@ class Run:
         # Set by choose_inputs when labels are given: the labelled rows in batches, the name
         # of the class score output and Keras's top class per row.
         self.label_batches = self.scores = self.keras_top = None
+        # Set by choose_inputs: the layers that run in training mode under model(x).
+        self.training_mode_leaks = self.leak_check_error = None
         self._cache = {}
         self._functions = {}
         self._graphs = {}
@@ -113,6 +117,12 @@ class Run:
             # Checked here, before any conversion, so that a file that does not fit is bad
             # usage, not an int8 variant's error.
             self.calibration = given_calibration(signature, settings)
+        first = self.batches[0]
+        try:
+            self.training_mode_leaks = training_mode_leaks(
+                self.model, signature.pack([first[n] for n in signature.names]))
+        except Exception as e:  # a model that runs only with training=False is not a failure
+            self.leak_check_error = describe_error(e)
         return self
 
     def top_classes(self, runner):
@@ -131,9 +141,17 @@ class Run:
                 "inputs": self.signature.describe(),
                 "outputs": list(self.expected[0]),
                 "batch_sizes": [len(next(iter(b.values()))) for b in self.batches],
-                "generated_inputs": self.generated}
+                "generated_inputs": self.generated,
+                "training_mode_leaks": self.training_mode_leaks,
+                **({"training_mode_leak_check_error": self.leak_check_error}
+                   if self.leak_check_error else {})}
 
     # -- conversions, each once ----------------------------------------------------------------
+
+    @property
+    def keras_exporter(self):
+        """Whether the artifacts are Keras's own ``model.export`` (exporter="keras")."""
+        return self.settings.exporter == "keras"
 
     @property
     def has_dropblock(self):
@@ -141,9 +159,12 @@ class Run:
 
     def function(self, reference=False):
         """The traced inference function (a ``tf.function`` of the flat inputs), one per side.
-        The reference's is traced with the DropBlocks as identities."""
+        The reference's is traced with the DropBlocks as identities. With Keras's exporter it
+        calls the model without ``training``, as ``model.export`` traces it, so that the
+        reference test and the leak classification see what Keras exports."""
         if reference not in self._functions:
-            self._functions[reference] = self.signature.flat_function(self.model)
+            self._functions[reference] = self.signature.flat_function(
+                self.model, training=None if self.keras_exporter else False)
         return self._functions[reference]
 
     def traced_graph(self, reference=False):
@@ -151,10 +172,14 @@ class Run:
         if reference not in self._graphs:
             if reference:
                 with dropblocks_as_identity(self.model):
-                    self._graphs[reference] = traced_graph(self.function(True))
+                    self._graphs[reference] = traced_graph(self.function(True), self._called)
             else:
-                self._graphs[reference] = traced_graph(self.function(False))
+                self._graphs[reference] = traced_graph(self.function(False), self._called)
         return self._graphs[reference]
+
+    @property
+    def _called(self):
+        return "model(x)" if self.keras_exporter else "model(x, training=False)"
 
     def reference_is_main(self):
         """Whether the identity reference's exports are, by construction, the model's own.
@@ -191,11 +216,12 @@ class Run:
         key = (fmt, reference)
         if key not in self._cache:
             spec = registry.get(fmt)
+            convert = spec.keras_convert if self.keras_exporter else spec.convert
             if reference:
                 with dropblocks_as_identity(self.model):
-                    self._cache[key] = spec.convert(self, True)
+                    self._cache[key] = convert(self, True)
             else:
-                self._cache[key] = spec.convert(self, False)
+                self._cache[key] = convert(self, False)
         return self._cache[key]
 
     def artifact(self, fmt):

@@ -10,6 +10,8 @@ from tfdropblock.export import formats, tolerance
 from tfdropblock.validation import is_int
 
 REFERENCE_MODES = ("auto", "export")
+# Who makes the artifacts: the kit's own conversion paths, or Keras's ``model.export``.
+EXPORTERS = ("tfdropblock", "keras")
 DEFAULT_TIMEOUT = 600  # seconds allowed to each format's converter in an isolated run
 WRITE_POLICIES = ("passed", "all_or_nothing", "converted")
 # Rows run through a model at once when labels are given (Keras and every artifact).
@@ -52,6 +54,7 @@ class Settings:
     calibration: Any = None     # int8 calibration inputs (as ``inputs``), else see quantized
     golden: Any = None          # stored inputs and outputs to compare with (a golden.Golden)
     save_outputs: str | None = None  # where the run's inputs and reference outputs go
+    exporter: str = EXPORTERS[0]
     options: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -92,6 +95,7 @@ class Settings:
         if self.calibration is not None and not any(v.endswith(":int8") for v in self.quantize):
             raise InputError("calibration (--calibration) is the int8 calibration data: it "
                              "needs an int8 variant (quantize='int8', --quantize int8).")
+        check_choice("exporter", self.exporter, EXPORTERS)
         known = formats.options()
         unknown = sorted(set(self.options) - set(known))
         if unknown:
@@ -99,6 +103,8 @@ class Settings:
                              f"formats' options are {tuple(known)}.")
         set_("options", {name: option.check(self.options.get(name, option.default))
                          for name, option in known.items()})
+        if self.exporter == "keras":
+            check_keras_exportable(self)
 
     def accuracy_drop(self, quantized):
         """The largest top-1 drop below Keras's that passes (None: reported, not judged)."""
@@ -118,7 +124,7 @@ class Settings:
                 "rtol": tolerance.default_of(self.rtol),
                 "atol_outputs": tolerance.overrides_of(self.atol),
                 "rtol_outputs": tolerance.overrides_of(self.rtol), "seed": self.seed,
-                "reference": self.reference,
+                "reference": self.reference, "exporter": self.exporter,
                 **{name: value for name, value in self.options.items()
                    if not getattr(known.get(name), "quantized_only", False)},
                 "inputs": "user" if self.inputs is not None else
@@ -132,6 +138,23 @@ class Settings:
                     **{name: value for name, value in self.options.items()
                        if getattr(known.get(name), "quantized_only", False)}}
                    if self.quantize else {})}
+
+
+def check_keras_exportable(settings):
+    """InputError naming both options for what Keras's exporters cannot be asked to do.
+
+    Keras 3.15's ``model.export`` makes float artifacts only, and writes an ONNX model as one
+    file; what it does with Flex ops and opsets is taken as it is (``opset`` is passed to its
+    ONNX exporter, ``tflite_select_tf_ops`` changes nothing: its LiteRT exporter always allows
+    Flex ops, which the structure check then reports)."""
+    if settings.quantize:
+        raise InputError(f"Invalid exporter='keras' with quantize={list(settings.quantize)}: "
+                         "Keras's exporters make float artifacts only; quantized variants need "
+                         "exporter='tfdropblock'.")
+    if settings.options.get("onnx_external_data"):
+        raise InputError("Invalid exporter='keras' with onnx_external_data=True: Keras's ONNX "
+                         "exporter writes one file; external data needs "
+                         "exporter='tfdropblock'.")
 
 
 def _rows(inputs):

@@ -80,14 +80,17 @@ class Signature:
             return (lambda *xs: model(list(xs), training=False)), list(self.specs)
         return (lambda d: model(d, training=False)), [self.struct]
 
-    def flat_function(self, model):
+    def flat_function(self, model, training=False):
         """A tf.function of the flat inputs (in ``names`` order) returning a dict of named
         outputs: the inference function every format is converted from, traced once per
-        run. Its input signature is :meth:`endpoint`'s, flattened."""
+        run. Its input signature is :meth:`endpoint`'s, flattened. ``training=None`` calls
+        the model without the argument, as Keras's exporters do."""
         import tensorflow as tf
 
+        kwargs = {} if training is None else {"training": training}
+
         def fn(*flat):
-            return named_outputs(model(self.pack(list(flat)), training=False))
+            return named_outputs(model(self.pack(list(flat)), **kwargs))
 
         specs = tf.nest.flatten(self.endpoint(model)[1])
         return tf.function(fn, input_signature=specs, autograph=False)

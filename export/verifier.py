@@ -26,7 +26,7 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
            jobs=None, seed=0, tflite_select_tf_ops=False, onnx_external_data=None,
            write="passed", imports=(), reference="auto", quantize=None, int8_io=False,
            labels=None, max_accuracy_drop=None, batch_size=BATCH_SIZE, calibration=None,
-           load_outputs=None, save_outputs=None, progress=None):
+           load_outputs=None, save_outputs=None, exporter="tfdropblock", progress=None):
     """Export ``model`` and check, per format, that DropBlock folds away.
 
     For each format: **structure** (the op multiset reachable from the inference entry point of
@@ -35,7 +35,10 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
     (``onnx.checker`` full check; the TFLite model loads and runs in LiteRT without default
     delegates; the SavedModel reloads), **parity** with Keras ``training=False`` (SavedModel
     reloaded, LiteRT, ONNX Runtime with ``ORT_DISABLE_ALL`` and default optimisations) at two
-    batch sizes, and **determinism** (two runs are bit-identical).
+    batch sizes, and **determinism** (two runs are bit-identical). Every run also lists the
+    model's **training-mode leaks** (``report.training_mode_leaks``, see :mod:`.leaks`):
+    layers whose output differs between ``model(x)`` and ``model(x, training=False)``. The
+    kit's exports pass ``training=False``, so there they are warnings.
 
     Args:
         model: a ``keras.Model``, or the path of a ``.keras`` file (loaded with ``safe_mode``).
@@ -93,6 +96,13 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
             model (input or output names, shapes, dtypes) is an InputError.
         save_outputs: the path to write the inputs the run checked on and the outputs
             compared with (Keras's, or the loaded ones) to, as an NPZ, whole.
+        exporter: ``"tfdropblock"`` (the kit's conversion paths) or ``"keras"``: each artifact
+            is Keras's own ``model.export(path, format="tf_saved_model" | "litert" | "onnx")``
+            (:mod:`.keras_exports`), put through the same checks, plus **training_mode**: a
+            training-mode leak fails each format whose Keras exporter calls ``model(x)``
+            without ``training`` (SavedModel and ONNX in Keras 3.15). Keras makes float
+            artifacts only: with ``quantize`` or ``onnx_external_data=True`` it is an
+            InputError; ``opset`` is passed to its ONNX exporter.
         progress: optional callable ``progress(format, message)``.
     Returns:
         :class:`Report`.
@@ -116,10 +126,11 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
                              batch_size=batch_size, calibration=calibration, atol=atol,
                              rtol=rtol, golden=stored, save_outputs=save_outputs,
                              input_signature=input_signature, seed=seed, reference=reference,
-                             quantize=variants, opset=opset,
+                             quantize=variants, opset=opset, exporter=exporter,
                              tflite_select_tf_ops=tflite_select_tf_ops,
                              onnx_external_data=onnx_external_data, int8_io=int8_io)
     check_choice("write", write, WRITE_POLICIES)
+    check_keras_formats(settings, formats)
     if isolate:
         from tfdropblock.export.isolation import verify_isolated
 
@@ -142,6 +153,19 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
             golden.save(save_outputs, run.batches, run.expected)
         staging.commit_passed(report, {fmt: work / "main" for fmt in formats}, out_dir, write)
     return report
+
+
+def check_keras_formats(settings, formats):
+    """InputError for a format Keras has no exporter of, with exporter="keras"."""
+    from tfdropblock.export import formats as registry
+
+    if settings.exporter != "keras":
+        return
+    without = [name for name in formats if registry.get(name).keras_format is None]
+    if without:
+        offered = tuple(n for n in registry.names() if registry.get(n).keras_format)
+        raise InputError(f"Invalid formats={list(without)} with exporter='keras': Keras's "
+                         f"model.export makes {offered} only.")
 
 
 def assert_folds_away(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, **kwargs):

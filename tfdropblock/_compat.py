@@ -93,6 +93,14 @@ def nodes_by_depth(functional):
     return functional._nodes_by_depth
 
 
+def layer_graph(model):
+    """The Functional graph of a model: the model itself, or a built Sequential's internal
+    ``_functional``; None for a model without one (subclassed, or not built)."""
+    functional = functional_class()
+    graph = getattr(model, "_functional", None) if not isinstance(model, functional) else model
+    return graph if functional is not None and isinstance(graph, functional) else None
+
+
 def inputs_struct(model, default=None):
     """``Functional._inputs_struct``: the nested structure the model's inputs were given in."""
     return getattr(model, "_inputs_struct", default)

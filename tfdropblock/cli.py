@@ -108,7 +108,7 @@ def build_parser():
     from tfdropblock.export import formats as registry
     from tfdropblock.export.formats import quantized
     from tfdropblock.export.report import FORMATS
-    from tfdropblock.export.settings import (BATCH_SIZE, DEFAULT_TIMEOUT,
+    from tfdropblock.export.settings import (BATCH_SIZE, DEFAULT_TIMEOUT, EXPORTERS,
                                              QUANTIZED_ACCURACY_DROP, Settings)
 
     parser = _Parser(prog=PROG, description="DropBlock for Keras 3: check that it folds away "
@@ -191,6 +191,9 @@ def build_parser():
     p.add_argument("model", nargs="?", metavar="MODEL.keras",
                    help="model to check (default: tfdropblock.models.default_model())")
     p.add_argument("--out", metavar="DIR", help="keep the artifacts of the formats that passed")
+    p.add_argument("--exporter", choices=EXPORTERS, default=EXPORTERS[0],
+                   help="who makes the artifacts: the kit's conversion paths (default) or "
+                        "Keras's own model.export, checked the same way")
     common(p)
 
     p = sub.add_parser("export", help="verify, then write the artifacts")
@@ -372,6 +375,9 @@ def _run_verify(args, out_dir, write):
         if args.int8_io and "tflite:int8" not in variants:
             raise InputError("--int8-io applies to TFLite int8 only: pass --quantize int8 with "
                              "tflite in --formats.")
+        exporter = getattr(args, "exporter", "tfdropblock")
+        if exporter == "keras":
+            _check_keras_flags(args)
         with _json_with_artifacts(args) as committed:
             report = verify(args.model, formats=args.formats, inputs=inputs, atol=args.atol,
                             rtol=args.rtol, out_dir=out_dir, **_format_options(args),
@@ -381,7 +387,8 @@ def _run_verify(args, out_dir, write):
                             max_accuracy_drop=args.max_accuracy_drop,
                             batch_size=args.batch_size, calibration=calibration,
                             load_outputs=args.load_outputs,
-                            save_outputs=args.save_outputs, progress=_progress(args))
+                            save_outputs=args.save_outputs, exporter=exporter,
+                            progress=_progress(args))
         args.json_committed = bool(committed)
         return report
     except InputError as e:
@@ -390,6 +397,20 @@ def _run_verify(args, out_dir, write):
         _fail(f"{PROG}: error: {e}", EXIT_ERROR)
     except OSError as e:
         _fail(f"{PROG}: error: {e.filename or ''}: {e.strerror or e}", EXIT_USAGE)
+
+
+def _check_keras_flags(args):
+    """``--exporter keras`` with a flag Keras's exporters cannot honour: InputError naming
+    both (the library says the same with its keyword names)."""
+    from tfdropblock.export import InputError
+
+    if args.quantize:
+        raise InputError("--exporter keras cannot be combined with --quantize: Keras's "
+                         "exporters make float artifacts only (quantize with --exporter "
+                         "tfdropblock).")
+    if getattr(args, "onnx_external_data", None):
+        raise InputError("--exporter keras cannot be combined with --onnx-external-data: "
+                         "Keras's ONNX exporter writes one file.")
 
 
 def _emit(args, report_dict, table):

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from tfdropblock._util import describe_error
 from tfdropblock.export import checks
 from tfdropblock.export.errors import ConversionError, InputError
+from tfdropblock.export.keras_exports import keras_export, renamed
 from tfdropblock.export.loading import check_regular_file
 from tfdropblock.export.report import CheckResult, Finding
 
@@ -179,6 +180,12 @@ class Format:
     # leak when the traced inference function holds random ops. None: never classified so.
     refused_by: str | None = None
     invalid_what: str = "the artifact does not load"  # the validity finding when runtimes fail
+    # Keras's own exporter of this format (``model.export(format=...)``), used with
+    # exporter="keras"; None: Keras has none.
+    keras_format: str | None = None
+    # Whether that exporter calls ``model(x, training=False)``, which a training-mode leak
+    # (see :mod:`..leaks`) does not reach; Keras 3.15's SavedModel and ONNX exporters do not.
+    keras_calls_inference: bool = False
 
     # -- what each format provides -------------------------------------------------------------
 
@@ -223,6 +230,33 @@ class Format:
     def blocked_by(self, artifact, ops):
         """Why the converter left ``ops`` unconverted, one sentence."""
         return f"the {self.name} converter cannot convert {', '.join(ops)}"
+
+    def keras_convert(self, run, reference):
+        """As :meth:`convert`, through Keras's ``model.export`` (exporter="keras")."""
+        path = run.path(self.name, reference)
+        keras_export(run.model, self.keras_format, path, **self.keras_options(run))
+        return self.keras_artifact(path)
+
+    def keras_options(self, run):
+        """The keywords of this format's options that Keras's exporter takes."""
+        return {}
+
+    def keras_artifact(self, path):
+        """What Keras wrote at ``path``, as :meth:`convert` returns the kit's artifact."""
+        return path
+
+    def keras_runtimes(self, run, artifact):
+        """As :meth:`runtimes` for an artifact Keras made: its tensors fed and read under the
+        kit's names (:func:`..keras_exports.renamed`), and run once, since Keras reports
+        success for files a runtime cannot run."""
+        io, details, runners = self.runtimes(run, artifact)
+        if io is not None:
+            io, runners, names = renamed(io, runners, run.signature.names, list(run.expected[0]))
+            if names:
+                details = {**details, "renamed": names}
+        if {t["name"] for t in (io or run.io)["inputs"]} == {t["name"] for t in run.io["inputs"]}:
+            next(iter(runners.values()))(run.batches[0])
+        return io, details, runners
 
     def exportable(self, run, artifact):
         """For ``export``: raise ConversionError unless the artifact can be shipped."""
@@ -272,7 +306,9 @@ class Format:
         try:
             return run.get(self.name)
         except ConversionError as e:
-            if self.refused_by and leak_refused(run, result, e, self.refused_by):
+            refused_by = (f"Keras's model.export(format={self.keras_format!r})"
+                          if getattr(run, "keras_exporter", False) else self.refused_by)
+            if refused_by and leak_refused(run, result, e, refused_by):
                 return None
             raise
 
@@ -280,7 +316,14 @@ class Format:
         """The one check sequence, into ``result``: convert, then conversion, structure,
         validity, the comparison with Keras (:meth:`compare`), accuracy (when the run has
         labels: every labelled row, batch by batch, through the first runtime), determinism,
-        and what the format adds (:meth:`finish`)."""
+        and what the format adds (:meth:`finish`). With Keras's exporter, first the training
+        mode the model runs in under it (:func:`..checks.training_mode_check`)."""
+        keras = getattr(run.settings, "exporter", None) == "keras"
+        if keras:
+            check, findings = checks.training_mode_check(
+                run.training_mode_leaks, self.keras_calls_inference, self.name)
+            result.checks["training_mode"] = check
+            result.findings.extend(findings)
         artifact = self.converted(run, result)
         if artifact is None:
             return
@@ -314,7 +357,7 @@ class Format:
                 check.details["not_checked"] = reason
             raise ConversionError(reason)
         try:
-            io, details, runners = self.runtimes(run, artifact)
+            io, details, runners = (self.keras_runtimes if keras else self.runtimes)(run, artifact)
         except Exception as e:
             result.checks["validity"] = CheckResult(False, {"error": describe_error(e)})
             result.add(Finding("validity", self.invalid_what, self.name, describe_error(e)))
@@ -360,8 +403,10 @@ def leak_refused(run, result, error, where):
     result.checks["conversion"] = CheckResult(False, {"error": str(error)})
     result.checks["structure"] = CheckResult(False, {"entry": graph.entry,
                                                      "random_ops": random})
+    layers = sorted({graph.layer(op, run.layer_names) for op in random} - {None})
+    in_layers = f" in layer(s) {', '.join(map(repr, layers))}" if layers else ""
     result.add(Finding("structure", f"random op(s) in the inference function: "
-                                    f"{', '.join(random)}", where,
+                                    f"{', '.join(random)}{in_layers}", where,
                        f"a layer draws noise at inference time, and the converter refused "
                        f"it: {error}"))
     result.findings.extend(

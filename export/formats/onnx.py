@@ -813,6 +813,19 @@ class OnnxFormat(Format):
     )
     refused_by = "tf2onnx"
     invalid_what = "onnx.checker (full_check) or ONNX Runtime rejects the model"
+    keras_format = "onnx"
+
+    def keras_options(self, run):
+        return {"opset_version": run.settings.option("opset")}
+
+    def keras_artifact(self, path):
+        return load_onnx(path)
+
+    def keras_runtimes(self, run, artifact):
+        # ONNX Runtime first: its refusal is what a user of Keras's file meets (Keras reported
+        # success), and what the validity finding should say.
+        ort_runners(run.path(self.name))
+        return super().keras_runtimes(run, artifact)
 
     def convert(self, run, reference):
         """The raw ModelProto; written to disk only when it holds no unconverted op."""

@@ -81,19 +81,19 @@ def saved_model_graph(path, signature=None):
     if not sigs:
         raise InputError(f"{path}: SavedModel has no serving signature.")
     stack = [t.name for s in sigs.values() for t in s.outputs.values()]
-    ops, names = walk_graph_def(meta.graph_def, stack)
-    return Graph("saved_model", ops, names, entry=", ".join(sorted(sigs)))
+    ops, names, sites = walk_graph_def(meta.graph_def, stack)
+    return Graph("saved_model", ops, names, entry=", ".join(sorted(sigs)), sites=sites)
 
 
 def walk_graph_def(graph_def, outputs=None):
-    """(op Counter, (where, name) list) of a GraphDef.
+    """(op Counter, (where, name) list, {random op: [site]}) of a GraphDef.
 
     From ``outputs`` (tensor or node names) backwards through the graph, or every node when
     None; then every function reachable through a function-valued attribute, or called as an op.
     """
     nodes = {n.name: n for n in graph_def.node}
     functions = {f.signature.name: f for f in graph_def.library.function}
-    ops, names = collections.Counter(), []
+    ops, names, sites = collections.Counter(), [], collections.defaultdict(list)
     seen_nodes, seen_funcs = set(), set()
     pending_funcs = []
 
@@ -115,6 +115,8 @@ def walk_graph_def(graph_def, outputs=None):
         node = nodes[name]
         ops[node.op] += 1
         names.append(("graph", node.name))
+        if is_tf_random(node.op):
+            sites[node.op].append(f"graph: node {node.name!r}")
         visit_attrs(node)
         stack.extend(node.input)
     while pending_funcs:
@@ -125,16 +127,19 @@ def walk_graph_def(graph_def, outputs=None):
         for node in functions[fname].node_def:
             ops[node.op] += 1
             names.append((f"function {fname}", node.name))
+            if is_tf_random(node.op):
+                sites[node.op].append(f"function {fname}: node {node.name!r}")
             visit_attrs(node)
-    return ops, names
+    return ops, names, dict(sites)
 
 
-def traced_graph(function):
+def traced_graph(function, called="model(x, training=False)"):
     """Ops of a traced inference function itself (a ``tf.function`` with an input signature,
-    :meth:`Signature.flat_function`), before any converter touches it."""
+    :meth:`Signature.flat_function`), before any converter touches it; ``called``: how it
+    calls the model, for the findings."""
     concrete = function.get_concrete_function()
-    ops, names = walk_graph_def(concrete.graph.as_graph_def(add_shapes=False))
-    return Graph("saved_model", ops, names, entry="traced model(x, training=False)")
+    ops, names, sites = walk_graph_def(concrete.graph.as_graph_def(add_shapes=False))
+    return Graph("saved_model", ops, names, entry=f"traced {called}", sites=sites)
 
 
 
@@ -176,6 +181,7 @@ class SavedModelFormat(Format):
     title = "SavedModel"
     artifact = "saved_model"
     invalid_what = "the SavedModel does not reload"
+    keras_format = "tf_saved_model"
 
     def convert(self, run, reference):
         path = run.path(self.name, reference)

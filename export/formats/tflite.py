@@ -129,7 +129,7 @@ class _FlatBuffer:
     OPCODE_DEPRECATED_BUILTIN, OPCODE_CUSTOM, OPCODE_BUILTIN = 4, 6, 10
     SUBGRAPH_TENSORS, SUBGRAPH_OPERATORS, SUBGRAPH_NAME = 4, 10, 12
     TENSOR_NAME = 10
-    OPERATOR_OPCODE_INDEX = 4
+    OPERATOR_OPCODE_INDEX, OPERATOR_OUTPUTS = 4, 8
 
     def __init__(self, buf):
         import struct
@@ -182,6 +182,17 @@ class _FlatBuffer:
         self.elements_left -= length
         return [vector + 4 + 4 * i + self.u32(vector + 4 + 4 * i) for i in range(length)]
 
+    def ints(self, table, slot):
+        """The values of a vector-of-int32 field (empty if absent)."""
+        vector = self._target(table, slot)
+        if vector is None:
+            return []
+        length = self.u32(vector)
+        if length > (self.size - vector - 4) // 4 or length > self.elements_left:
+            raise _Corrupt(f"vector of {length} ints at offset {vector} runs past the end")
+        self.elements_left -= length
+        return [self._unpack("<i", vector + 4 + 4 * i, 4) for i in range(length)]
+
     def string(self, table, slot):
         start = self._target(table, slot)
         if start is None:
@@ -228,9 +239,13 @@ def tflite_graph(path_or_bytes):
             else:
                 codes.append(builtin_name(code))
         ops, names, flex = collections.Counter(), [], []
+        sites = collections.defaultdict(list)
         for s, sub in enumerate(fb.tables(model, fb.MODEL_SUBGRAPHS)):
             name = fb.string(sub, fb.SUBGRAPH_NAME)
             label = f"subgraph {s}" + (f" ({name})" if name else "")
+            tensor_names = [fb.string(t, fb.TENSOR_NAME)
+                            for t in fb.tables(sub, fb.SUBGRAPH_TENSORS)]
+            names.extend((label, name) for name in tensor_names if name)
             for op_table in fb.tables(sub, fb.SUBGRAPH_OPERATORS):
                 index = fb.scalar(op_table, fb.OPERATOR_OPCODE_INDEX, "<I", 4)
                 if index >= len(codes):
@@ -239,13 +254,15 @@ def tflite_graph(path_or_bytes):
                 ops[op] += 1
                 if op.startswith("Flex"):
                     flex.append(op)
-            for tensor in fb.tables(sub, fb.SUBGRAPH_TENSORS):
-                name = fb.string(tensor, fb.TENSOR_NAME)
-                if name:
-                    names.append((label, name))
+                if op.startswith("Flex") or is_tflite_random(op):
+                    # An operator has no name of its own: its output tensors' carry the scope.
+                    outputs = [tensor_names[i] for i in fb.ints(op_table, fb.OPERATOR_OUTPUTS)
+                               if 0 <= i < len(tensor_names) and tensor_names[i]]
+                    sites[op].append(f"{label}: output {outputs[0]!r}" if outputs else label)
     except _Corrupt as e:
         raise InputError(f"{where}: corrupted TFLite flatbuffer ({e}).") from None
     return Graph("tflite", ops, names, flex_ops=sorted(set(flex)), entry="all subgraphs",
+                 sites=dict(sites),
                  is_random=is_tflite_random, flex_finding=(
                      "Flex op {op}", "needs the TensorFlow Flex delegate, which LiteRT's builtin "
                                      "runtime lacks"))
@@ -518,6 +535,11 @@ class TFLiteFormat(Format):
     refused_by = "TFLite converter (builtin ops only)"
     invalid_what = ("the model does not load and run in the LiteRT interpreter (builtin ops, "
                     "no default delegate)")
+    keras_format = "litert"
+    keras_calls_inference = True  # Keras 3.15's LiteRT exporter passes training=False
+
+    def keras_artifact(self, path):
+        return Path(path).read_bytes()
 
     def convert(self, run, reference):
         saved = run.get(self.converts_from, reference)
