@@ -56,6 +56,7 @@ class Settings:
     labels: Any = None          # integer class per row of ``inputs`` (see :func:`labelled`)
     max_accuracy_drop: float | None = None
     batch_size: int = BATCH_SIZE
+    locate: bool = False        # compare every layer's output even when parity passes
     options: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -89,6 +90,8 @@ class Settings:
         if not is_int(self.batch_size) or self.batch_size < 1:
             raise InputError(f"Invalid batch_size={self.batch_size!r}: expected an int >= 1.")
         set_("batch_size", int(self.batch_size))
+        if not isinstance(self.locate, bool):
+            raise InputError(f"Invalid locate={self.locate!r}: expected True or False.")
         known = formats.options()
         unknown = sorted(set(self.options) - set(known))
         if unknown:
@@ -112,7 +115,7 @@ class Settings:
         the quantized variants' options only when quantizing."""
         known = formats.options()
         return {"atol": self.atol, "rtol": self.rtol, "seed": self.seed,
-                "reference": self.reference,
+                "reference": self.reference, "locate": self.locate,
                 **{name: value for name, value in self.options.items()
                    if not getattr(known.get(name), "quantized_only", False)},
                 "inputs": "user" if self.inputs is not None else "generated",

@@ -23,7 +23,8 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
            timeout=DEFAULT_TIMEOUT,
            jobs=None, seed=0, tflite_select_tf_ops=False, onnx_external_data=None,
            write="passed", imports=(), reference="auto", quantize=None, int8_io=False,
-           labels=None, max_accuracy_drop=None, batch_size=BATCH_SIZE, progress=None):
+           labels=None, max_accuracy_drop=None, batch_size=BATCH_SIZE, locate=False,
+           progress=None):
     """Export ``model`` and check, per format, that DropBlock folds away.
 
     For each format: **structure** (the op multiset reachable from the inference entry point of
@@ -76,6 +77,10 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
             Keras's fails the format. Default: quantized variants fail beyond
             :data:`~tfdropblock.export.settings.QUANTIZED_ACCURACY_DROP`, float formats'
             accuracy is reported, not judged.
+        locate: compare every Keras layer's output with the artifact's (see
+            :mod:`.locate`) even when parity passes; it is done anyway for a float format
+            whose parity fails. The parity check then holds ``layers`` and
+            ``first_divergence``.
         progress: optional callable ``progress(format, message)``.
     Returns:
         :class:`Report`.
@@ -90,7 +95,7 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
     formats = tuple(dict.fromkeys(formats + variants))
     inputs, labels = labelled(inputs, labels)
     settings = Settings.make(inputs=inputs, labels=labels, max_accuracy_drop=max_accuracy_drop,
-                             batch_size=batch_size, atol=atol, rtol=rtol,
+                             batch_size=batch_size, atol=atol, rtol=rtol, locate=locate,
                              input_signature=input_signature, seed=seed, reference=reference,
                              quantize=variants, opset=opset,
                              tflite_select_tf_ops=tflite_select_tf_ops,

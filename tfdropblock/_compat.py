@@ -119,3 +119,12 @@ def tf2onnx_convert_graph_def(graph_def, **kwargs):
     from tf2onnx import convert
 
     return convert._convert_common(graph_def, **kwargs)
+
+
+def inbound_layers(layer):
+    """The layers whose outputs ``layer``'s first call took (``Node.input_tensors`` of its
+    first ``_inbound_nodes``): its producers in a functional model."""
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    if not nodes:
+        return []
+    return [keras_history_operation(t) for t in nodes[0].input_tensors]
