@@ -52,10 +52,6 @@ from tfdropblock._compat import (functional_class, inbound_layers, inputs_struct
 from tfdropblock.export.checks import compare_outputs
 from tfdropblock.export.signature import named_outputs
 
-# Layers shown on each side of the first divergence in the table.
-AROUND = 2
-
-
 @dataclasses.dataclass
 class Probe:
     """An artifact's intermediate tensors, run through one of its runtimes.
@@ -298,13 +294,3 @@ def _uncompared_ancestors(layer, by_name):
             found.append(producer.name)
             stack.extend(inbound_layers(producer))
     return sorted(found)
-
-
-def around(details, count=AROUND):
-    """The compared rows around the first divergence (``count`` each side), for the table."""
-    first = (details or {}).get("first_divergence")
-    if not first:
-        return []
-    rows = [r for r in details["layers"] if r["compared"]]
-    at = next(i for i, r in enumerate(rows) if r["layer"] == first["layer"])
-    return rows[max(0, at - count):at + count + 1]

@@ -136,6 +136,13 @@ def build_parser():
                             "it has, each checked as its own format (tflite:int8, ...)")
         p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE "
                                                       "('-': stdout)")
+        p.add_argument("--locate", action="store_true",
+                       help="compare every Keras layer's output with the artifact's and name "
+                            "the first that diverges (done anyway when a float format's "
+                            "parity fails)")
+        p.add_argument("--locate-plot", metavar="FILE.png",
+                       help="draw each layer's error against its depth to FILE.png (implies "
+                            "--locate; needs matplotlib)")
         p.add_argument("--unsafe", action="store_true", help="load the model with "
                        "safe_mode=False (runs Lambda code: only for files you trust)")
         p.add_argument("--import", dest="imports", action="append", default=[],
@@ -252,8 +259,17 @@ def _check_outputs(args):
             check_out_dir(args.out)
         if getattr(args, "json", None) not in (None, "-"):
             check_output_file(args.json, "--json")
+        if getattr(args, "locate_plot", None) is not None:
+            check_output_file(args.locate_plot, "--locate-plot")
     except OutputError as e:
         _fail(f"{PROG}: error: {e}", EXIT_USAGE)
+    if getattr(args, "locate_plot", None) is not None:
+        from tfdropblock.export.locate_plot import require_matplotlib
+
+        try:
+            require_matplotlib()
+        except ImportError as e:  # before any conversion: an install the user can fix
+            _fail(f"{PROG}: error: {_first_line(e)}", EXIT_USAGE)
 
 
 def _import_tensorflow_quietly():
@@ -341,7 +357,9 @@ def _run_verify(args, out_dir, write):
                             jobs=args.jobs, write=write, imports=imports,
                             quantize=args.quantize, labels=labels,
                             max_accuracy_drop=args.max_accuracy_drop,
-                            batch_size=args.batch_size, progress=_progress(args))
+                            batch_size=args.batch_size,
+                            locate=args.locate or args.locate_plot is not None,
+                            progress=_progress(args))
         args.json_committed = bool(committed)
         return report
     except InputError as e:
@@ -417,13 +435,30 @@ def _verify(args):
                   "is not available", EXIT_USAGE)
     report = _run_verify(args, args.out, "passed")
     _emit(args, report.to_dict(), str(report))
+    _plot(args, report)
     return report.exit_code
+
+
+def _plot(args, report):
+    """``--locate-plot``: the located layers' errors drawn to the file named."""
+    if args.locate_plot is None:
+        return
+    from tfdropblock.export.locate_plot import plot_layers
+
+    try:
+        drawn = plot_layers(report, args.locate_plot)
+    except OSError as e:
+        _fail(f"{PROG}: error: cannot write --locate-plot {args.locate_plot}: "
+              f"{e.strerror or e}", EXIT_USAGE)
+    print(f"wrote {args.locate_plot} ({', '.join(drawn) or 'no layer located'})",
+          file=sys.stderr)
 
 
 def _export(args):
     write = "converted" if args.force else "all_or_nothing"
     report = _run_verify(args, args.out, write)
     _emit(args, report.to_dict(), str(report))
+    _plot(args, report)
     written = [r.artifact for r in report.formats.values() if r.artifact]
     if written:
         print(f"wrote {', '.join(written)}", file=sys.stderr)
