@@ -1,0 +1,166 @@
+"""Locating the first divergent layer (export/locate.py) on artifacts with a planted fault.
+
+One small model is converted once (session fixture); each planted test perturbs one weight of
+``conv_b`` in the converted artifact itself (an ONNX initializer, a TFLite buffer) and runs the
+format's check sequence on that artifact: parity fails, and the kit must blame ``conv_b``, not
+the layer before it, nor the one after it, whose output diverges too.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+
+from tfdropblock.export.formatcheck import run_format
+from tfdropblock.export.run import Run
+from tfdropblock.export.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def located_run(tmp_path_factory):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.Conv2D(6, 3, padding="same", name="conv_a")(inputs)
+    x = keras.layers.ReLU(name="relu_a")(x)
+    x = keras.layers.Conv2D(6, 3, padding="same", name="conv_b")(x)
+    x = keras.layers.Activation("tanh", name="tanh_b")(x)
+    x = keras.layers.Dropout(0.5, name="drop")(x)  # identity at inference: nothing to map
+    x = keras.layers.Conv2D(4, 1, name="conv_c")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="dense")(x))
+    run = Run(model, tmp_path_factory.mktemp("locate"), Settings(locate=True))
+    run.choose_inputs()
+    for fmt in ("onnx", "tflite"):
+        run.get(fmt)
+    return run
+
+
+def _checked(run, fmt, artifact, workdir):
+    """``fmt`` checked on ``artifact`` in place of the run's own conversion (a copy of the run,
+    in an empty folder, so that the runtimes load the artifact given, not the file written)."""
+    planted = copy.copy(run)
+    planted._cache = {**run._cache, (fmt, False): artifact}
+    planted.workdir = workdir
+    return run_format(planted, fmt)
+
+
+def _perturbed_onnx(proto, layer):
+    import onnx
+    from onnx import numpy_helper
+
+    proto = copy.deepcopy(proto)
+    conv = next(n for n in proto.graph.node if n.op_type == "Conv" and f"/{layer}" in n.name)
+    init = next(i for i in proto.graph.initializer if i.name == conv.input[1])
+    weights = numpy_helper.to_array(init).copy()
+    weights.flat[0] += 1.0
+    init.CopyFrom(numpy_helper.from_array(weights, init.name))
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _perturbed_tflite(content, layer):
+    """The flatbuffer with one float of ``layer``'s CONV_2D filter changed in place (same
+    size, so every offset stays valid)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    graph = model.subgraphs[0]
+    conv_code = [i for i, c in enumerate(model.operatorCodes)
+                 if max(c.builtinCode, c.deprecatedBuiltinCode)
+                 == schema.BuiltinOperator.CONV_2D]
+    op = next(o for o in graph.operators if o.opcodeIndex in conv_code
+              and f"/{layer}" in graph.tensors[o.outputs[0]].name.decode())
+    data = np.asarray(model.buffers[graph.tensors[op.inputs[1]].buffer].data,
+                      np.uint8).tobytes()
+    at = content.find(data)
+    assert at > 0 and content.find(data, at + 1) < 0, "filter bytes not unique in the file"
+    weights = np.frombuffer(data, np.float32).copy()
+    weights[0] += 1.0
+    return content[:at] + weights.tobytes() + content[at + len(data):]
+
+
+def _rows(result):
+    return {row["layer"]: row for row in result.checks["parity"].details["layers"]}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_a_planted_weight_is_blamed_on_its_layer_not_a_neighbour(located_run, tmp_path, fmt):
+    perturb = _perturbed_onnx if fmt == "onnx" else _perturbed_tflite
+    result = _checked(located_run, fmt, perturb(located_run.get(fmt), "conv_b"), tmp_path)
+    parity = result.checks["parity"]
+    assert parity.ok is False, parity.details
+    first = parity.details["first_divergence"]
+    assert first is not None and first["layer"] == "conv_b", first
+    rows = _rows(result)
+    # The successor diverges as well (blaming it would be wrong, not vacuous) and the layers
+    # before it are within tolerance.
+    assert rows["tanh_b"]["compared"] and not rows["tanh_b"]["within_tolerance"]
+    assert rows["relu_a"]["compared"] and rows["relu_a"]["within_tolerance"]
+    assert first["tolerance_ratio"] > 1 and first["max_abs_error"] == rows["conv_b"][
+        "max_abs_error"]
+    assert first["diverging_layers"] >= 4  # conv_b, tanh_b, conv_c, gap, dense
+
+
+def test_a_clean_artifact_has_no_divergence_and_most_layers_compared(located_run, tmp_path):
+    result = _checked(located_run, "onnx", located_run.get("onnx"), tmp_path)
+    details = result.checks["parity"].details
+    assert result.checks["parity"].ok is True
+    assert details["first_divergence"] is None
+    assert details["locate_runtime"] == "onnxruntime (ORT_DISABLE_ALL)"
+    rows = _rows(result)
+    assert list(rows) == ["conv_a", "relu_a", "conv_b", "tanh_b", "drop", "conv_c", "gap",
+                          "dense"]
+    compared = [name for name, row in rows.items() if row["compared"]]
+    assert len(compared) >= 6, rows
+    assert all(rows[name]["tolerance_ratio"] <= 1 for name in compared)
+    # tf2onnx computes the convolutions in NCHW: compared after transposing back.
+    assert rows["conv_b"]["transposed"]
+
+
+def test_a_layer_without_a_tensor_is_not_compared_and_says_why(located_run, tmp_path):
+    rows = _rows(_checked(located_run, "tflite", located_run.get("tflite"), tmp_path))
+    assert rows["drop"]["compared"] is False
+    assert "no tensor of the artifact is named after it" in rows["drop"]["reason"]
+    assert rows["drop"]["max_abs_error"] is None
+    # TFLite fuses the ReLU into conv_a's CONV_2D: the tensor holds relu_a's output.
+    assert rows["conv_a"]["compared"] is False and "relu_a" in rows["conv_a"]["reason"]
+    assert rows["relu_a"]["compared"] is True
+
+
+def test_locate_plot_writes_a_png_and_the_table_shows_the_layers(tmp_path, capsys,
+                                                                tiny_image_model):
+    from tfdropblock.cli import main
+
+    model = tmp_path / "tiny.keras"
+    tiny_image_model(None).save(model)
+    plot, report = tmp_path / "layers.png", tmp_path / "report.json"
+    code = main(["verify", str(model), "--formats", "onnx", "--locate-plot", str(plot),
+                 "--json", str(report), "-q"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "onnx: layers (onnxruntime (ORT_DISABLE_ALL)): 3 of 3 compared, every one within " \
+           "tolerance" in out
+    import json
+
+    data = json.loads(report.read_text())
+    assert data["schema_version"] == 5 and data["settings"]["locate"] is True
+    parity = data["formats"]["onnx"]["checks"]["parity"]
+    assert parity["first_divergence"] is None and [r["layer"] for r in parity["layers"]] == [
+        "conv2d", "global_average_pooling2d", "dense"]
+
+
+def test_locate_plot_without_matplotlib_is_exit_2_before_any_work(tmp_path, capsys,
+                                                                  monkeypatch):
+    import sys
+
+    from tfdropblock.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    code = main(["verify", str(tmp_path / "missing.keras"), "--locate-plot",
+                 str(tmp_path / "p.png")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--locate-plot needs matplotlib" in err and "pip install matplotlib==" in err, err
