@@ -19,12 +19,14 @@ tensor after every op fused into it, joined by ``;``. So:
    the activation's output, not the convolution's;
 3. a layer's output is the last of its tensors (in execution order) whose shape is the Keras
    output's, or, for a 4-D output, the NCHW permutation of it (tf2onnx runs convolutions in
-   NCHW between Transposes), which is transposed back before comparing; the artifact's graph
+   NCHW between Transposes), which is transposed back before comparing; where H == W == C the
+   shape cannot tell the two apart, and the reading closer to Keras is taken
+   (``layout_ambiguous``: the other reading scrambles the tensor); the artifact's graph
    outputs are the outputs of the layers that make the model's outputs.
 
 A layer with no such tensor is ``compared: false`` with the reason (no op named after it: an
-identity at inference or folded into another layer's op; fused into a later layer's tensor; no
-tensor of its output shape; several outputs; called more than once).
+identity at inference, or merged into an op named otherwise; fused into a later layer's
+tensor; no tensor of its output shape; several outputs; called more than once).
 
 Errors are measured as the parity check measures them (:func:`.checks.compare_outputs`):
 ``max_abs_error``, ``max_scaled_error`` (max abs error over the layer's largest |Keras value|),
@@ -183,14 +185,15 @@ def _outputs_struct(model):
         return model.outputs
 
 
-def _fit(value, shape):
-    """``value`` as a Keras output of ``shape``, or None: as it is, or from NCHW for 4-D."""
-    if value.shape == shape:
-        return value
+def _layouts(value, shape):
+    """``value`` read as a Keras output of ``shape``: ``[(array, transposed)]``, empty when it
+    cannot be one; as it is, and/or from NCHW for 4-D (both when H == W == C, where the
+    shape cannot tell the layouts apart)."""
+    found = [(value, False)] if value.shape == shape else []
     if value.ndim == 4 and len(shape) == 4 and value.shape == (shape[0], shape[3], shape[1],
                                                                  shape[2]):
-        return np.transpose(value, (0, 2, 3, 1))
-    return None
+        found.append((np.transpose(value, (0, 2, 3, 1)), True))
+    return found
 
 
 def compare_layer(artifact, reference, atol, rtol):
@@ -241,9 +244,9 @@ def locate(run, probe):
         keys = owned.get(index, [])
         fitted = None
         for key in reversed(keys):  # the last of its tensors that has its output's shape
-            got = [_fit(np.asarray(v[key]), w.shape) for v, w in zip(values, want)]
-            if all(g is not None for g in got):
-                fitted = key, got
+            readings = [_layouts(np.asarray(v[key]), w.shape) for v, w in zip(values, want)]
+            if all(readings):
+                fitted = key, readings
                 break
         if fitted is None:
             if keys:
@@ -255,13 +258,22 @@ def locate(run, probe):
                                  f"layer {layers[fused_into[index]].name!r}")
             else:
                 row["reason"] = ("no tensor of the artifact is named after it: it computes "
-                                 "nothing at inference, or the converter folded it into "
-                                 "another layer's op")
+                                 "nothing at inference (an identity), or the converter merged "
+                                 "its ops into one named otherwise (tf2onnx names a Conv it "
+                                 "folded a BatchNormalization into Conv__<n>)")
             continue
-        key, got = fitted
-        row.update(compared=True, tensor=str(key),
-                   transposed=np.shape(values[0][key]) != want[0].shape,
-                   **compare_layer(got, want, run.atol, run.rtol))
+        key, readings = fitted
+        # Where the shape cannot tell NHWC from NCHW, the reading closer to Keras is the
+        # layout (the other one is a scrambled tensor, nowhere near); the row says so.
+        options = []
+        for transposed in (False, True):
+            got = [next((a for a, t in r if t == transposed), None) for r in readings]
+            if all(g is not None for g in got):
+                options.append((compare_layer(got, want, run.atol, run.rtol), transposed))
+        measured, transposed = min(options, key=lambda o: o[0]["max_abs_error"])
+        row.update(compared=True, tensor=str(key), transposed=transposed, **measured)
+        if len(options) > 1:
+            row["layout_ambiguous"] = True
     return {"layers": rows, "first_divergence": first_divergence(rows, layers),
             "locate_runtime": probe.runtime,
             "locate_reason": None if any(r["compared"] for r in rows) else

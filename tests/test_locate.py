@@ -1,7 +1,8 @@
 """Locating the first divergent layer (export/locate.py) on artifacts with a planted fault.
 
 One small model is converted once (session fixture); each planted test perturbs one weight of
-``conv_b`` in the converted artifact itself (an ONNX initializer, a TFLite buffer) and runs the
+``conv_b`` in the converted artifact itself (an ONNX initializer, a TFLite buffer, a variable
+of the reloaded SavedModel saved again) and runs the
 format's check sequence on that artifact: parity fails, and the kit must blame ``conv_b``, not
 the layer before it, nor the one after it, whose output diverges too.
 """
@@ -81,14 +82,31 @@ def _perturbed_tflite(content, layer):
     return content[:at] + weights.tobytes() + content[at + len(data):]
 
 
+def _perturbed_saved_model(path, layer, out):
+    """The SavedModel reloaded, one float of ``layer``'s kernel changed, saved again to
+    ``out`` with its serving signature."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    kernel = next(v for v in loaded.variables if v.name == f"{layer}/kernel:0")
+    kernel.assign_add(np.eye(1, int(np.prod(kernel.shape)), dtype="float32")
+                      .reshape(kernel.shape))
+    tf.saved_model.save(loaded, str(out), signatures={"serve": loaded.signatures["serve"]})
+    return out
+
+
 def _rows(result):
     return {row["layer"]: row for row in result.checks["parity"].details["layers"]}
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+@pytest.mark.parametrize("fmt", ["onnx", "tflite", "saved_model"])
 def test_a_planted_weight_is_blamed_on_its_layer_not_a_neighbour(located_run, tmp_path, fmt):
-    perturb = _perturbed_onnx if fmt == "onnx" else _perturbed_tflite
-    result = _checked(located_run, fmt, perturb(located_run.get(fmt), "conv_b"), tmp_path)
+    if fmt == "saved_model":
+        artifact = _perturbed_saved_model(located_run.get(fmt), "conv_b", tmp_path / "sm")
+    else:
+        perturb = _perturbed_onnx if fmt == "onnx" else _perturbed_tflite
+        artifact = perturb(located_run.get(fmt), "conv_b")
+    result = _checked(located_run, fmt, artifact, tmp_path / "run")
     parity = result.checks["parity"]
     assert parity.ok is False, parity.details
     first = parity.details["first_divergence"]
@@ -101,6 +119,16 @@ def test_a_planted_weight_is_blamed_on_its_layer_not_a_neighbour(located_run, tm
     assert first["tolerance_ratio"] > 1 and first["max_abs_error"] == rows["conv_b"][
         "max_abs_error"]
     assert first["diverging_layers"] >= 4  # conv_b, tanh_b, conv_c, gap, dense
+
+
+def test_the_reloaded_saved_model_matches_keras_layer_by_layer(located_run, tmp_path):
+    result = _checked(located_run, "saved_model", located_run.get("saved_model"), tmp_path)
+    details = result.checks["parity"].details
+    assert details["locate_runtime"] == "saved_model (reloaded, variables frozen)"
+    assert details["first_divergence"] is None
+    rows = _rows(result)
+    assert [name for name, row in rows.items() if not row["compared"]] == ["drop"]
+    assert rows["dense"]["tensor"] == "Identity:0"  # the graph output, mapped to its layer
 
 
 def test_a_clean_artifact_has_no_divergence_and_most_layers_compared(located_run, tmp_path):

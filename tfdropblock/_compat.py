@@ -128,3 +128,12 @@ def inbound_layers(layer):
     if not nodes:
         return []
     return [keras_history_operation(t) for t in nodes[0].input_tensors]
+
+
+def freeze_concrete_function(function):
+    """``convert_to_constants.convert_variables_to_constants_v2``: ``function`` with its
+    variables as constants and the functions it calls inlined (what tf2onnx freezes with)."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2)
+
+    return convert_variables_to_constants_v2(function)
