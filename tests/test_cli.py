@@ -78,7 +78,7 @@ def test_verify_clean_model_exit_0_with_json_table_and_progress(models, tmp_path
     for fmt in ("saved_model", "tflite", "onnx"):
         assert f"[tfdropblock] {fmt}: passed" in proc.stderr
     data = json.loads(report_path.read_text())
-    assert data["schema_version"] == 4 and data["ok"] is True and data["exit_code"] == 0
+    assert data["schema_version"] == 5 and data["ok"] is True and data["exit_code"] == 0
     assert {k: v["status"] for k, v in data["formats"].items()} == {
         "saved_model": "passed", "tflite": "passed", "onnx": "passed"}
     assert data["settings"]["isolation"] in ("fork", "spawn")

@@ -140,7 +140,7 @@ def test_constant_output_is_vacuous_parity_not_ok():
     assert "vacuous" in str(report).splitlines()[3]
     assert "same for all 3 rows" in str(report)
     data = json.loads(report.to_json())
-    assert data["schema_version"] == 4
+    assert data["schema_version"] == 5
     assert data["formats"]["onnx"]["checks"]["parity"]["status"] == "vacuous"
     assert "ignores its input" in data["formats"]["onnx"]["warnings"][0]["why"]
     # No generated distribution makes a constant vary: the first one is kept.

@@ -49,7 +49,8 @@ def test_settings_refuse_bad_values(field, value):
 def test_settings_report():
     assert Settings(atol=1, seed=3).report() == {
         "atol": 1.0, "rtol": 1e-4, "opset": 17, "seed": 3, "tflite_select_tf_ops": False,
-        "reference": "auto", "onnx_external_data": None, "inputs": "generated"}
+        "reference": "auto", "locate": False, "onnx_external_data": None,
+        "inputs": "generated"}
 
 
 class _CopyTFLite(TFLiteFormat):

@@ -96,7 +96,7 @@ def test_every_format_carries_the_accuracy_the_test_computes(labelled, data, ker
             assert result.checks["accuracy"].ok is (keras_top1 - accuracy["top1"]
                                                     <= QUANTIZED_ACCURACY_DROP + 1e-12)
     data_ = json.loads(labelled.to_json())
-    assert data_["schema_version"] == 4 and data_["settings"]["labels"] == ROWS
+    assert data_["schema_version"] == 5 and data_["settings"]["labels"] == ROWS
     assert set(data_["formats"]["tflite:int8"]["checks"]["accuracy"]) >= {
         "ok", "top1", "keras_top1", "agreement", "rows"}
     header = str(labelled).splitlines()[1].split()

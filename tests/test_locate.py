@@ -192,3 +192,10 @@ def test_locate_plot_without_matplotlib_is_exit_2_before_any_work(tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2
     assert "--locate-plot needs matplotlib" in err and "pip install matplotlib==" in err, err
+
+
+def test_locate_must_be_a_bool():
+    from tfdropblock.export.errors import InputError
+
+    with pytest.raises(InputError, match=r"Invalid locate='yes': expected True or False"):
+        Settings(locate="yes")

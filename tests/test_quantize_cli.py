@@ -71,7 +71,7 @@ def test_verify_quantize_int8_passes_with_quantized_rows(models):
                    "tflite,onnx", "--json", "-", "--quiet")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["schema_version"] == 4 and data["exit_code"] == 0
+    assert data["schema_version"] == 5 and data["exit_code"] == 0
     assert list(data["formats"]) == ["tflite", "onnx", "tflite:int8", "onnx:int8"]
     for name in ("tflite:int8", "onnx:int8"):
         row = data["formats"][name]
