@@ -18,7 +18,8 @@ tensor after every op fused into it, joined by ``;``. So:
    names mention: a tensor TFLite fused from a convolution and the activation after it holds
    the activation's output, not the convolution's;
 3. a layer's output is the last of its tensors (in execution order) whose shape is the Keras
-   output's, or, for a 4-D output, the NCHW permutation of it (tf2onnx runs convolutions in
+   output's, preferring those read outside the layer (by another layer's op or as a graph
+   output) to those only the layer itself reads, or, for a 4-D output, the NCHW permutation of it (tf2onnx runs convolutions in
    NCHW between Transposes), which is transposed back before comparing; where H == W == C the
    shape cannot tell the two apart, and the reading closer to Keras is taken
    (``layout_ambiguous``: the other reading scrambles the tensor); the artifact's graph
@@ -60,12 +61,14 @@ class Probe:
 
     ``tensors``: ``(key, names)`` per tensor, in execution order, ``names`` being the op names
     the tensor carries; ``outputs``: {model output name: key} of the graph outputs; ``run``:
-    named inputs to {key: array} of every tensor listed."""
+    named inputs to {key: array} of every tensor listed; ``readers``: {key: [names of each op
+    that reads it]}."""
 
     runtime: str
     tensors: list
     outputs: dict
     run: Callable
+    readers: dict = dataclasses.field(default_factory=dict)
 
 
 def unavailable(reason):
@@ -147,23 +150,31 @@ def _scope_pattern(name):
 
 def attribute(probe, model, layers, op_names):
     """``({layer index: [key, ...]}, {layer index: later layer index})``: the tensors of each
-    layer in execution order, and, for a layer mentioned only by tensors of later layers, the
-    layer it was fused into."""
+    layer, those read outside the layer (by another layer's op or as a graph output) after the
+    others, each group in execution order; and, for a layer mentioned only by tensors of later
+    layers, the layer it was fused into."""
     scopes, depth, model_scope = layer_scopes(model, layers, op_names)
-    owned, mentioned = {}, {}
-    for key, names in probe.tensors:
+
+    def owner(names):
         indices = set()
         for name in names:
             parts = name.split("/")
             if len(parts) > depth and (not depth or model_scope.fullmatch(parts[0])):
                 if parts[depth] in scopes:
                     indices.add(scopes[parts[depth]])
+        return indices
+
+    owned, mentioned, outside = {}, {}, set(probe.outputs.values())
+    for key, names in probe.tensors:
+        indices = owner(names)
         if not indices:
             continue
-        owner = max(indices)
-        owned.setdefault(owner, []).append(key)
-        for index in indices - {owner}:
-            mentioned[index] = max(owner, mentioned.get(index, owner))
+        last = max(indices)
+        owned.setdefault(last, []).append(key)
+        for index in indices - {last}:
+            mentioned[index] = max(last, mentioned.get(index, last))
+        if any(max(owner(reader), default=None) != last for reader in probe.readers.get(key, [])):
+            outside.add(key)
     index_of = {layer.name: i for i, layer in enumerate(layers)}
     outputs = named_outputs(_outputs_struct(model))
     for out_name, key in probe.outputs.items():
@@ -173,7 +184,12 @@ def attribute(probe, model, layers, op_names):
         index = index_of.get(keras_history_operation(tensor).name)
         if index is not None:
             owned.setdefault(index, []).append(key)  # last: what the layer finally returns
-    return owned, mentioned
+    # A tensor only the layer itself reads is an intermediate (or a pass-through such as the
+    # second output of the IdentityN behind Keras's swish), never its output, while another
+    # one leaves the layer.
+    ordered = {index: [k for k in keys if k not in outside] + [k for k in keys if k in outside]
+               for index, keys in owned.items()}
+    return ordered, mentioned
 
 
 def _outputs_struct(model):

@@ -340,8 +340,10 @@ def onnx_probe(proto, level, label):
         inferred = []
     types = {v.name: v for v in inferred}
     present = {o.name for o in probed.graph.output}
-    tensors = []
+    tensors, readers = [], {}
     for node in probed.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append([node.name])
         for out in node.output:
             if not out:
                 continue
@@ -350,7 +352,7 @@ def onnx_probe(proto, level, label):
                 probed.graph.output.append(types.get(out) or onnx.ValueInfoProto(name=out))
                 present.add(out)
     runner = OrtRunner(probed.SerializeToString(), level)
-    return Probe(label, tensors, {o.name: o.name for o in proto.graph.output}, runner)
+    return Probe(label, tensors, {o.name: o.name for o in proto.graph.output}, runner, readers)
 
 
 _ONNX_RANDOM = {"RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike",

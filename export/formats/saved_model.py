@@ -197,6 +197,12 @@ def saved_model_probe(path, endpoint=ENDPOINT):
                for node in graph_def.node if node.op != "Const"  # weights: not outputs
                for t in graph.get_operation_by_name(node.name).outputs
                if t.dtype.is_floating or t.dtype.is_integer or t.dtype == tf.bool]
+    readers = {}
+    for node in graph_def.node:
+        for name in node.input:
+            if not name.startswith("^"):  # a control input reads no value
+                key = name if ":" in name else f"{name}:0"
+                readers.setdefault(key, []).append([_CALL_SCOPES.sub("", node.name)])
     fetch = [graph.get_tensor_by_name(key) for key, _ in tensors]
     pruned = wrapped.prune(list(feeds.values()), fetch)
     keys = [key for key, _ in tensors]
@@ -205,7 +211,7 @@ def saved_model_probe(path, endpoint=ENDPOINT):
         values = pruned(*(tf.constant(named_inputs[n]) for n in feeds))
         return {key: np.asarray(v) for key, v in zip(keys, values)}
 
-    return Probe("saved_model (reloaded, variables frozen)", tensors, outputs, run)
+    return Probe("saved_model (reloaded, variables frozen)", tensors, outputs, run, readers)
 
 
 def _spec(name, spec):

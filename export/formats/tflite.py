@@ -126,6 +126,12 @@ def tflite_probe(model_content):
     graph = model.subgraphs[index]
     tensors = [(int(t), _name(graph.tensors[t].name).split(";"))
                for op in graph.operators for t in _ints(op.outputs) if t >= 0]
+    readers = {}
+    for op in graph.operators:  # an operator is named by the tensors it writes
+        names = [n for t in _ints(op.outputs) if t >= 0
+                 for n in _name(graph.tensors[t].name).split(";")]
+        for t in _ints(op.inputs):
+            readers.setdefault(int(t), []).append(names)
     outputs = {name: int(d["index"]) for name, d in runner.runner.get_output_details().items()}
     keys = [key for key, _ in tensors]
 
@@ -134,7 +140,7 @@ def tflite_probe(model_content):
         return {key: np.array(runner.interpreter.get_tensor(key, index), copy=True)
                 for key in keys}
 
-    return Probe("litert (all tensors preserved)", tensors, outputs, run)
+    return Probe("litert (all tensors preserved)", tensors, outputs, run, readers)
 
 
 class _Corrupt(Exception):
