@@ -47,22 +47,25 @@ def plot_layers(report, path):
     figure = figure_cls(figsize=(10, 4.5), layout="constrained")
     canvas_cls(figure)
     axes = figure.add_subplot(1, 1, 1)
-    for name, details in found.items():
+    for order, (name, details) in enumerate(found.items()):
         points = [(i, max(row["tolerance_ratio"], _FLOOR))
                   for i, row in enumerate(details["layers"]) if row["compared"]]
         if not points:
             continue
         xs, ys = zip(*points)
+        runtime = details["locate_runtime"]
         line, = axes.plot(xs, ys, marker=".", linewidth=1,
-                          label=f"{name} ({details['locate_runtime']})")
+                          label=runtime if runtime.startswith(f"{name} ") else f"{name}: {runtime}")
         first = details.get("first_divergence")
         if first:
             at = next(i for i, row in enumerate(details["layers"])
                       if row["layer"] == first["layer"])
             axes.axvline(at, color=line.get_color(), linestyle=":", linewidth=1)
-            axes.annotate(f"{name}: first divergence\n{first['layer']}",
+            # Stacked, one row per format: formats often diverge at the same depth.
+            axes.annotate(f"{name}: first divergence {first['layer']}",
                           (at, max(first["tolerance_ratio"], _FLOOR)), fontsize=8,
-                          xytext=(6, 6), textcoords="offset points")
+                          color=line.get_color(), xytext=(-6, 24 + 12 * order),
+                          textcoords="offset points", ha="right")
     axes.axhline(1.0, color="grey", linewidth=1, label="tolerance (ratio 1)")
     axes.set_yscale("log")
     axes.set_xlabel("layer (index in model order)")
