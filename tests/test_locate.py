@@ -119,6 +119,11 @@ def test_a_planted_weight_is_blamed_on_its_layer_not_a_neighbour(located_run, tm
     assert first["tolerance_ratio"] > 1 and first["max_abs_error"] == rows["conv_b"][
         "max_abs_error"]
     assert first["diverging_layers"] >= 4  # conv_b, swish_b, conv_c, gap, dense
+    from tfdropblock.export.report import divergence_lines
+
+    lines = divergence_lines(fmt, parity)
+    assert "first divergence: 'conv_b'" in lines[0], lines
+    assert [line.split()[2] for line in lines if line.startswith(f"{fmt}: >")] == ["conv_b"]
 
 
 def test_the_reloaded_saved_model_matches_keras_layer_by_layer(located_run, tmp_path):
