@@ -50,10 +50,11 @@ from typing import Callable
 
 import numpy as np
 
-from tfdropblock._compat import (functional_class, inbound_layers, inputs_struct,
-                                 keras_history_operation)
+from tfdropblock._compat import (call_count, functional_class, inbound_layers,
+                                 inputs_struct, keras_history_operation)
 from tfdropblock.export.checks import compare_outputs
 from tfdropblock.export.signature import named_outputs
+
 
 @dataclasses.dataclass
 class Probe:
@@ -101,9 +102,13 @@ def keras_layer_outputs(model, signature, batches, layers):
 
     tensors, reasons = {}, {}
     for layer in layers:
+        if call_count(layer) > 1:
+            reasons[layer.name] = (f"called {call_count(layer)} times (a shared layer): its "
+                                   "calls' outputs are not told apart")
+            continue
         try:
             output = layer.output
-        except (AttributeError, ValueError) as e:  # shared layers: several outputs per call
+        except (AttributeError, ValueError) as e:
             reasons[layer.name] = f"no single output in the model ({e})"
             continue
         if isinstance(output, (list, tuple, dict)):

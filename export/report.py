@@ -18,9 +18,9 @@ from tfdropblock._util import EXIT_ERROR, EXIT_FAILED, EXIT_OK
 #    format when labels are given; settings.labels (rows), max_accuracy_drop,
 #    quantized_accuracy_drop and batch_size then.
 # 5: checks.parity.layers (model order: layer, class, compared, reason, max_abs_error,
-#    max_scaled_error, tolerance_ratio, within_tolerance, tensor, transposed),
-#    first_divergence, locate_runtime, locate_reason when parity fails or locate is asked;
-#    settings.locate.
+#    max_scaled_error, tolerance_ratio, within_tolerance, tensor, transposed,
+#    layout_ambiguous), first_divergence, locate_runtime, locate_reason when parity fails or
+#    locate is asked; settings.locate.
 SCHEMA_VERSION = 5
 
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -276,7 +276,7 @@ def divergence_lines(name, parity):
     where = f"{name}: layers ({details.get('locate_runtime')}): {len(compared)} of {len(rows)} " \
             "compared"
     if details.get("locate_reason"):
-        return [f"{where}: {details['locate_reason']}"]
+        return [f"{name}: layers not located: {details['locate_reason']}"]
     if not first:
         return [f"{where}, every one within tolerance"]
     lines = [f"{where}; first divergence: {first['layer']!r}, max abs error "

@@ -121,6 +121,11 @@ def tf2onnx_convert_graph_def(graph_def, **kwargs):
     return convert._convert_common(graph_def, **kwargs)
 
 
+def call_count(layer):
+    """``len(layer._inbound_nodes)``: how many times the model calls ``layer``."""
+    return len(getattr(layer, "_inbound_nodes", None) or [])
+
+
 def inbound_layers(layer):
     """The layers whose outputs ``layer``'s first call took (``Node.input_tensors`` of its
     first ``_inbound_nodes``): its producers in a functional model."""
