@@ -204,3 +204,18 @@ def test_locate_must_be_a_bool():
 
     with pytest.raises(InputError, match=r"Invalid locate='yes': expected True or False"):
         Settings(locate="yes")
+
+
+def test_each_input_of_a_two_input_saved_model_is_fed_by_name(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((6, 6, 3), name="a"), keras.Input((6, 6, 3), name="b")
+    x = keras.layers.Concatenate(name="cat")([keras.layers.Conv2D(2, 3, name="ca")(a),
+                                              keras.layers.Conv2D(2, 3, name="cb")(b)])
+    model = keras.Model({"b": b, "a": a}, keras.layers.GlobalAveragePooling2D(name="gap")(x))
+    run = Run(model, tmp_path, Settings(locate=True)).choose_inputs()
+    details = run_format(run, "saved_model").checks["parity"].details
+    assert details["first_divergence"] is None, details["first_divergence"]
+    assert [row["layer"] for row in details["layers"] if row["compared"]] == ["ca", "cb", "cat",
+                                                                               "gap"]

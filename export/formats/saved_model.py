@@ -188,9 +188,12 @@ def saved_model_probe(path, endpoint=ENDPOINT):
     wrapped = tf.compat.v1.wrap_function(
         lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
     graph = wrapped.graph
+    # Each input by its placeholder's name, which is the signature's argument name; the order
+    # of the frozen function's inputs need not be the signature's.
     _, kwargs = fn.structured_input_signature
-    names = list(kwargs) if kwargs else [f"arg_{i}" for i in range(len(frozen.inputs))]
-    feeds = dict(zip(names, (graph.get_tensor_by_name(t.name) for t in frozen.inputs)))
+    by_placeholder = {t.name.split(":")[0]: t.name for t in frozen.inputs}
+    feeds = {name: graph.get_tensor_by_name(by_placeholder[spec.name or name])
+             for name, spec in kwargs.items()}
     # A signature returns a dict, flattened in sorted key order.
     outputs = dict(zip(sorted(fn.structured_outputs), (t.name for t in frozen.outputs)))
     tensors = [(t.name, [_CALL_SCOPES.sub("", node.name)])
