@@ -23,6 +23,10 @@ from tfdropblock._util import EXIT_ERROR, EXIT_FAILED, EXIT_OK
 #    formats.<name>.exporter ("tfdropblock" or "keras"); settings.exporter;
 #    model.training_mode_leaks; checks.training_mode (leaks, reached, exporter_calls) on every
 #    format with exporter "keras".
+#    checks.parity.layers (model order: layer, class, compared, reason, max_abs_error,
+#    max_scaled_error, tolerance_ratio, within_tolerance, tensor, transposed,
+#    layout_ambiguous), first_divergence, locate_runtime, locate_reason when parity fails or
+#    locate is asked; settings.locate.
 SCHEMA_VERSION = 5
 
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -270,6 +274,8 @@ def format_table(report):
         for name in report.training_mode_leaks or []:
             out.append(f"warning: layer {name!r} {LEAK_WARNING}")
     for name, r in report.formats.items():
+        out.extend(divergence_lines(name, r.checks.get("parity")))
+    for name, r in report.formats.items():
         if r.error:
             out.append(f"{name}: error: {r.error}")
         for f in r.findings:
@@ -278,6 +284,42 @@ def format_table(report):
             out.append(f"{name}: warning: {f}")
     out.append("OK" if report.ok else "FAILED")
     return "\n".join(out)
+
+
+# Compared layers shown on each side of the first divergence.
+AROUND = 2
+
+
+def divergence_lines(name, parity):
+    """The table's lines on where ``name``'s artifact first diverges from Keras: the first
+    divergent layer and the compared layers around it (see :mod:`.locate`)."""
+    details = parity.details if parity is not None else {}
+    if "layers" not in details:
+        return []
+    rows = details["layers"]
+    compared = [r for r in rows if r["compared"]]
+    first = details.get("first_divergence")
+    where = f"{name}: layers ({details.get('locate_runtime')}): {len(compared)} of {len(rows)} " \
+            "compared"
+    if details.get("locate_reason"):
+        return [f"{name}: layers not located: {details['locate_reason']}"]
+    if not first:
+        return [f"{where}, every one within tolerance"]
+    lines = [f"{where}; first divergence: {first['layer']!r}, max abs error "
+             f"{first['max_abs_error']:.3g}, {first['tolerance_ratio']:.3g}x the tolerance "
+             f"({first['diverging_layers']} layer(s) beyond it)"]
+    if first.get("uncompared_inputs"):
+        lines.append(f"{name}:   not compared before it (the divergence may start there): "
+                     f"{', '.join(first['uncompared_inputs'])}")
+    at = next(i for i, r in enumerate(compared) if r["layer"] == first["layer"])
+    for row in compared[max(0, at - AROUND):at + AROUND + 1]:
+        mark = ">" if row["layer"] == first["layer"] else " "
+        scaled = row["max_scaled_error"]
+        lines.append(f"{name}: {mark} {row['layer']:<32} {row['class']:<22} "
+                     f"abs {row['max_abs_error']:.2e}  scaled "
+                     + (f"{scaled:.2e}" if scaled is not None else "-") +
+                     f"  x tol {row['tolerance_ratio']:.2g}")
+    return lines
 
 
 def _jsonable(value: Any):

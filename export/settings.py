@@ -55,6 +55,7 @@ class Settings:
     golden: Any = None          # stored inputs and outputs to compare with (a golden.Golden)
     save_outputs: str | None = None  # where the run's inputs and reference outputs go
     exporter: str = EXPORTERS[0]
+    locate: bool = False        # compare every layer's output even when parity passes
     options: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -96,6 +97,8 @@ class Settings:
             raise InputError("calibration (--calibration) is the int8 calibration data: it "
                              "needs an int8 variant (quantize='int8', --quantize int8).")
         check_choice("exporter", self.exporter, EXPORTERS)
+        if not isinstance(self.locate, bool):
+            raise InputError(f"Invalid locate={self.locate!r}: expected True or False.")
         known = formats.options()
         unknown = sorted(set(self.options) - set(known))
         if unknown:
@@ -125,6 +128,7 @@ class Settings:
                 "atol_outputs": tolerance.overrides_of(self.atol),
                 "rtol_outputs": tolerance.overrides_of(self.rtol), "seed": self.seed,
                 "reference": self.reference, "exporter": self.exporter,
+                "locate": self.locate,
                 **{name: value for name, value in self.options.items()
                    if not getattr(known.get(name), "quantized_only", False)},
                 "inputs": "user" if self.inputs is not None else

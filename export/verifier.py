@@ -26,7 +26,8 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
            jobs=None, seed=0, tflite_select_tf_ops=False, onnx_external_data=None,
            write="passed", imports=(), reference="auto", quantize=None, int8_io=False,
            labels=None, max_accuracy_drop=None, batch_size=BATCH_SIZE, calibration=None,
-           load_outputs=None, save_outputs=None, exporter="tfdropblock", progress=None):
+           load_outputs=None, save_outputs=None, exporter="tfdropblock", locate=False,
+           progress=None):
     """Export ``model`` and check, per format, that DropBlock folds away.
 
     For each format: **structure** (the op multiset reachable from the inference entry point of
@@ -103,6 +104,10 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
             without ``training`` (SavedModel and ONNX in Keras 3.15). Keras makes float
             artifacts only: with ``quantize`` or ``onnx_external_data=True`` it is an
             InputError; ``opset`` is passed to its ONNX exporter.
+        locate: compare every Keras layer's output with the artifact's (see
+            :mod:`.locate`) even when parity passes; it is done anyway for a float format
+            whose parity fails. The parity check then holds ``layers`` and
+            ``first_divergence``.
         progress: optional callable ``progress(format, message)``.
     Returns:
         :class:`Report`.
@@ -125,6 +130,7 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
     settings = Settings.make(inputs=inputs, labels=labels, max_accuracy_drop=max_accuracy_drop,
                              batch_size=batch_size, calibration=calibration, atol=atol,
                              rtol=rtol, golden=stored, save_outputs=save_outputs,
+                             locate=locate,
                              input_signature=input_signature, seed=seed, reference=reference,
                              quantize=variants, opset=opset, exporter=exporter,
                              tflite_select_tf_ops=tflite_select_tf_ops,

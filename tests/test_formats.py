@@ -50,7 +50,7 @@ def test_settings_report():
     assert Settings(atol=1, seed=3).report() == {
         "atol": 1.0, "rtol": 1e-4, "atol_outputs": {}, "rtol_outputs": {}, "opset": 17,
         "seed": 3, "tflite_select_tf_ops": False,
-        "reference": "auto", "exporter": "tfdropblock", "onnx_external_data": None, "inputs": "generated"}
+        "reference": "auto", "exporter": "tfdropblock", "locate": False, "onnx_external_data": None, "inputs": "generated"}
 
 
 class _CopyTFLite(TFLiteFormat):

@@ -127,3 +127,26 @@ def tf2onnx_convert_graph_def(graph_def, **kwargs):
     from tf2onnx import convert
 
     return convert._convert_common(graph_def, **kwargs)
+
+
+def call_count(layer):
+    """``len(layer._inbound_nodes)``: how many times the model calls ``layer``."""
+    return len(getattr(layer, "_inbound_nodes", None) or [])
+
+
+def inbound_layers(layer):
+    """The layers whose outputs ``layer``'s first call took (``Node.input_tensors`` of its
+    first ``_inbound_nodes``): its producers in a functional model."""
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    if not nodes:
+        return []
+    return [keras_history_operation(t) for t in nodes[0].input_tensors]
+
+
+def freeze_concrete_function(function):
+    """``convert_to_constants.convert_variables_to_constants_v2``: ``function`` with its
+    variables as constants and the functions it calls inlined (what tf2onnx freezes with)."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2)
+
+    return convert_variables_to_constants_v2(function)

@@ -165,6 +165,13 @@ def build_parser():
         p.add_argument("--junit", metavar="FILE.xml",
                        help="write the report as JUnit XML to FILE.xml: a testcase per format "
                             "and check, for CI test reports")
+        p.add_argument("--locate", action="store_true",
+                       help="compare every Keras layer's output with the artifact's and name "
+                            "the first that diverges (done anyway when a float format's "
+                            "parity fails)")
+        p.add_argument("--locate-plot", metavar="FILE.png",
+                       help="draw each layer's error against its depth to FILE.png (implies "
+                            "--locate; needs matplotlib)")
         p.add_argument("--unsafe", action="store_true", help="load the model with "
                        "safe_mode=False (runs Lambda code: only for files you trust)")
         p.add_argument("--import", dest="imports", action="append", default=[],
@@ -287,8 +294,17 @@ def _check_outputs(args):
         for flag in ("junit", "save_outputs"):
             if getattr(args, flag, None) is not None:
                 check_output_file(getattr(args, flag), f"--{flag.replace('_', '-')}")
+        if getattr(args, "locate_plot", None) is not None:
+            check_output_file(args.locate_plot, "--locate-plot")
     except OutputError as e:
         _fail(f"{PROG}: error: {e}", EXIT_USAGE)
+    if getattr(args, "locate_plot", None) is not None:
+        from tfdropblock.export.locate_plot import require_matplotlib
+
+        try:
+            require_matplotlib()
+        except ImportError as e:  # before any conversion: an install the user can fix
+            _fail(f"{PROG}: error: {_first_line(e)}", EXIT_USAGE)
 
 
 def _import_tensorflow_quietly():
@@ -388,6 +404,7 @@ def _run_verify(args, out_dir, write):
                             batch_size=args.batch_size, calibration=calibration,
                             load_outputs=args.load_outputs,
                             save_outputs=args.save_outputs, exporter=exporter,
+                            locate=args.locate or args.locate_plot is not None,
                             progress=_progress(args))
         args.json_committed = bool(committed)
         return report
@@ -493,7 +510,23 @@ def _verify(args):
     report = _run_verify(args, args.out, "passed")
     _emit(args, report.to_dict(), str(report))
     _write_junit(args, report)
+    _plot(args, report)
     return report.exit_code
+
+
+def _plot(args, report):
+    """``--locate-plot``: the located layers' errors drawn to the file named."""
+    if args.locate_plot is None:
+        return
+    from tfdropblock.export.locate_plot import plot_layers
+
+    try:
+        drawn = plot_layers(report, args.locate_plot)
+    except OSError as e:
+        _fail(f"{PROG}: error: cannot write --locate-plot {args.locate_plot}: "
+              f"{e.strerror or e}", EXIT_USAGE)
+    print(f"wrote {args.locate_plot} ({', '.join(drawn) or 'no layer located'})",
+          file=sys.stderr)
 
 
 def _export(args):
@@ -501,6 +534,7 @@ def _export(args):
     report = _run_verify(args, args.out, write)
     _emit(args, report.to_dict(), str(report))
     _write_junit(args, report)
+    _plot(args, report)
     written = [r.artifact for r in report.formats.values() if r.artifact]
     if written:
         print(f"wrote {', '.join(written)}", file=sys.stderr)

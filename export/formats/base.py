@@ -269,6 +269,33 @@ class Format:
         result.checks["parity"] = check
         result.findings.extend(findings)
         result.warnings.extend(warnings)
+        if check.ok is False or run.settings.locate:
+            check.details.update(self.located(run, artifact, check))
+
+    def located(self, run, artifact, check):
+        """The parity details of :func:`~tfdropblock.export.locate.locate`, run through the
+        first runtime whose parity failed (else the first)."""
+        from tfdropblock.export import locate
+
+        failed = [c["runtime"] for c in check.details["comparisons"] if not c["ok"]]
+        labels = list(dict.fromkeys(c["runtime"] for c in check.details["comparisons"]))
+        if not labels:
+            return locate.unavailable("nothing was compared")
+        runtime = (failed or labels)[0]
+        try:
+            probe = self.probe(run, artifact, runtime)
+            if probe is None:
+                return locate.unavailable(f"the {self.name} format cannot expose its "
+                                          "intermediate tensors")
+            return locate.locate(run, probe)
+        except Exception as e:  # locating explains a parity result, it never changes it
+            return locate.unavailable(f"locating failed: {describe_error(e)}")
+
+    def probe(self, run, artifact, runtime):
+        """A :class:`~tfdropblock.export.locate.Probe` of the artifact's intermediate tensors
+        run as ``runtime`` (a label of :meth:`runtimes`) runs it, for locating the first
+        divergent layer; None when the format cannot expose them."""
+        return None
 
     def finish(self, run, artifact, result):
         """Anything the format checks or records after determinism (nothing by default)."""

@@ -323,6 +323,38 @@ class OrtRunner:
 
 # -- reading ---------------------------------------------------------------------------------
 
+def onnx_probe(proto, level, label):
+    """A :class:`~tfdropblock.export.locate.Probe` of the main graph: a copy of the model with
+    every node output made a graph output (typed by ONNX shape inference where it can), run by
+    ONNX Runtime at ``level``. Extra outputs keep ONNX Runtime from fusing the nodes that make
+    them, so at the default level the probe can differ from the deployed graph's kernels."""
+    import onnx
+
+    from tfdropblock.export.locate import Probe
+
+    probed = onnx.ModelProto()
+    probed.CopyFrom(proto)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(probed).graph.value_info
+    except Exception:  # shapes only type the extra outputs; ORT infers the rest itself
+        inferred = []
+    types = {v.name: v for v in inferred}
+    present = {o.name for o in probed.graph.output}
+    tensors, readers = [], {}
+    for node in probed.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append([node.name])
+        for out in node.output:
+            if not out:
+                continue
+            tensors.append((out, [node.name]))
+            if out not in present:
+                probed.graph.output.append(types.get(out) or onnx.ValueInfoProto(name=out))
+                present.add(out)
+    runner = OrtRunner(probed.SerializeToString(), level)
+    return Probe(label, tensors, {o.name: o.name for o in proto.graph.output}, runner, readers)
+
+
 _ONNX_RANDOM = {"RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike",
                 "Multinomial", "Bernoulli"}
 
@@ -866,6 +898,10 @@ class OnnxFormat(Format):
         source = path if path.exists() else artifact.SerializeToString()
         onnx.checker.check_model(str(path) if path.exists() else artifact, full_check=True)
         return io, details, ort_runners(source)
+
+    def probe(self, run, artifact, runtime):
+        level = "disable_all" if "DISABLE_ALL" in runtime else "default"
+        return onnx_probe(artifact, level, runtime)
 
     def exportable(self, run, artifact):
         left = onnx_graph(artifact).unsupported_ops

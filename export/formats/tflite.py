@@ -72,23 +72,28 @@ def _run_converter(converter, what):
         raise ConversionError(f"{what} failed: {summary}") from e
 
 
-def interpreter(model_content):
-    """A LiteRT interpreter without the default XNNPACK delegate, which would replace ops."""
+def interpreter(model_content, preserve_all_tensors=False):
+    """A LiteRT interpreter without the default XNNPACK delegate, which would replace ops;
+    ``preserve_all_tensors`` keeps every intermediate tensor readable after a run (LiteRT
+    otherwise reuses their memory)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     return Interpreter(model_content=model_content, experimental_op_resolver_type=(
-        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
+        experimental_preserve_all_tensors=preserve_all_tensors)
 
 
 class TFLiteRunner:
     """Runs the ``serve`` signature with named inputs (any batch size); named numpy outputs."""
 
-    def __init__(self, model_content):
-        self.interpreter = interpreter(model_content)
+    def __init__(self, model_content, preserve_all_tensors=False):
+        self.interpreter = interpreter(model_content, preserve_all_tensors)
+        self.key = None
         signatures = self.interpreter.get_signature_list()
         key = ENDPOINT if ENDPOINT in signatures else next(iter(signatures), None)
         if key is None:
             raise ValueError("TFLite model has no signature.")
+        self.key = key
         self.runner = self.interpreter.get_signature_runner(key)
 
     def __call__(self, named_inputs):
@@ -106,6 +111,36 @@ class TFLiteRunner:
 
         return {"inputs": describe(self.runner.get_input_details()),
                 "outputs": describe(self.runner.get_output_details())}
+
+
+def tflite_probe(model_content):
+    """A :class:`~tfdropblock.export.locate.Probe` of the ``serve`` signature: LiteRT (same
+    resolver as the parity runner) with every intermediate tensor preserved, each operator's
+    outputs in execution order, named by the ops the converter fused into them (``;``)."""
+    from tfdropblock.export.locate import Probe
+
+    runner = TFLiteRunner(model_content, preserve_all_tensors=True)
+    model = _tflite_model(model_content)
+    index = next((int(s.subgraphIndex) for s in model.signatureDefs or []
+                  if _name(s.signatureKey) == runner.key), 0)
+    graph = model.subgraphs[index]
+    tensors = [(int(t), _name(graph.tensors[t].name).split(";"))
+               for op in graph.operators for t in _ints(op.outputs) if t >= 0]
+    readers = {}
+    for op in graph.operators:  # an operator is named by the tensors it writes
+        names = [n for t in _ints(op.outputs) if t >= 0
+                 for n in _name(graph.tensors[t].name).split(";")]
+        for t in _ints(op.inputs):
+            readers.setdefault(int(t), []).append(names)
+    outputs = {name: int(d["index"]) for name, d in runner.runner.get_output_details().items()}
+    keys = [key for key, _ in tensors]
+
+    def run(named_inputs):
+        runner(named_inputs)
+        return {key: np.array(runner.interpreter.get_tensor(key, index), copy=True)
+                for key in keys}
+
+    return Probe("litert (all tensors preserved)", tensors, outputs, run, readers)
 
 
 class _Corrupt(Exception):
@@ -570,6 +605,9 @@ class TFLiteFormat(Format):
         if {t["name"] for t in io["inputs"]} == {t["name"] for t in run.io["inputs"]}:
             runner(run.batches[0])  # loads is not enough: it must run
         return io, {"interpreter": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}, {"litert": runner}
+
+    def probe(self, run, artifact, runtime):
+        return tflite_probe(artifact)
 
 
     # -- quantized variants ----------------------------------------------------------------
