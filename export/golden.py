@@ -19,7 +19,7 @@ import io
 import numpy as np
 
 from tfdropblock.export.errors import InputError, OutputError
-from tfdropblock.export.loading import check_regular_file
+from tfdropblock.export.loading import read_npz
 
 FORMAT = "tfdropblock.golden"
 VERSION = 1
@@ -96,17 +96,7 @@ def load(path):
     def fail(why):
         raise InputError(f"Invalid {_FLAG} {path}: {why}.")
 
-    try:
-        check_regular_file(path, "an .npz file")  # a FIFO would block np.load forever
-    except InputError as e:
-        raise InputError(f"Invalid {_FLAG} {e}") from None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        fail("no such file")
-    except Exception as e:
-        fail(f"not a readable .npz file ({type(e).__name__})")
+    arrays = read_npz(path, f"Invalid {_FLAG}")
     if not isinstance(arrays, dict) or str(arrays.get("format", "")) != FORMAT:
         fail(f"not a file of stored outputs (no format={FORMAT!r}; write one with "
              "--save-outputs)")

@@ -72,6 +72,25 @@ def check_regular_file(path, expected):
     return info
 
 
+def read_npz(path, what):
+    """The arrays of the NPZ file at ``path`` as a dict; InputError starting with ``what``
+    (the option that named it) for a path that is not a readable regular .npz file."""
+    import numpy as np
+
+    try:
+        check_regular_file(path, "an .npz file")  # a FIFO would block np.load forever
+    except InputError as e:
+        raise InputError(f"{what} {e}") from None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise InputError(f"{what} {path}: no such file.") from None
+    except Exception as e:
+        raise InputError(f"{what} {path}: not a readable .npz file "
+                         f"({type(e).__name__}).") from None
+
+
 def check_model_file(path):
     """Cheap checks of a model path that need no TensorFlow: InputError with one clear line."""
     path = Path(path)

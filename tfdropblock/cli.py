@@ -339,23 +339,9 @@ def _progress(args):
 
 
 def _load_inputs(path, flag="--inputs"):
-    import numpy as np
+    from tfdropblock.export.loading import read_npz
 
-    from tfdropblock.export.errors import InputError
-    from tfdropblock.export.loading import check_regular_file
-
-    try:
-        check_regular_file(path, "a .npz file")  # a FIFO would block np.load forever
-    except InputError as e:
-        raise InputError(f"{flag} {e}") from None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise InputError(f"{flag} {path}: no such file.") from None
-    except Exception as e:
-        raise InputError(f"{flag} {path}: not a readable .npz file "
-                         f"({type(e).__name__}).") from None
+    return read_npz(path, flag)
 
 
 def _run_verify(args, out_dir, write):
