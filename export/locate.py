@@ -54,6 +54,7 @@ from tfdropblock._compat import (call_count, functional_class, inbound_layers,
                                  inputs_struct, keras_history_operation)
 from tfdropblock.export.checks import compare_outputs
 from tfdropblock.export.signature import named_outputs
+from tfdropblock.export.tolerance import default_of
 
 
 @dataclasses.dataclass
@@ -287,16 +288,23 @@ def locate(run, probe):
         # Where the shape cannot tell NHWC from NCHW, the reading closer to Keras is the
         # layout (the other one is a scrambled tensor, nowhere near); the row says so.
         options = []
+        # Layers have no output names: each is judged with the default tolerance, not the
+        # per-output overrides parity applies to the model's outputs.
+        atol, rtol = default_of(run.atol), default_of(run.rtol)
         for transposed in (False, True):
             got = [next((a for a, t in r if t == transposed), None) for r in readings]
             if all(g is not None for g in got):
-                options.append((compare_layer(got, want, run.atol, run.rtol), transposed))
+                options.append((compare_layer(got, want, atol, rtol), transposed))
         measured, transposed = min(options, key=lambda o: o[0]["max_abs_error"])
         row.update(compared=True, tensor=str(key), transposed=transposed, **measured)
         if len(options) > 1:
             row["layout_ambiguous"] = True
     return {"layers": rows, "first_divergence": first_divergence(rows, layers),
-            "locate_runtime": probe.runtime,
+            # With load_outputs parity is judged on the stored outputs, but the file has no
+            # layer outputs: the layers are this run's Keras's, and the line says so.
+            "locate_runtime": probe.runtime + (
+                "; layers against this run's Keras (the stored file holds the model's outputs "
+                "only)" if run.settings.golden is not None else ""),
             "locate_reason": None if any(r["compared"] for r in rows) else
             "no layer's output could be mapped to a tensor of the artifact"}
 

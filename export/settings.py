@@ -151,14 +151,18 @@ def check_keras_exportable(settings):
     file; what it does with Flex ops and opsets is taken as it is (``opset`` is passed to its
     ONNX exporter, ``tflite_select_tf_ops`` changes nothing: its LiteRT exporter always allows
     Flex ops, which the structure check then reports)."""
+    keras = "Invalid exporter='keras' (--exporter keras) with"
     if settings.quantize:
-        raise InputError(f"Invalid exporter='keras' with quantize={list(settings.quantize)}: "
-                         "Keras's exporters make float artifacts only; quantized variants need "
+        raise InputError(f"{keras} quantize={list(settings.quantize)} (--quantize): Keras's "
+                         "exporters make float artifacts only; quantized variants need "
                          "exporter='tfdropblock'.")
     if settings.options.get("onnx_external_data"):
-        raise InputError("Invalid exporter='keras' with onnx_external_data=True: Keras's ONNX "
-                         "exporter writes one file; external data needs "
+        raise InputError(f"{keras} onnx_external_data=True (--onnx-external-data): Keras's "
+                         "ONNX exporter writes one file; external data needs "
                          "exporter='tfdropblock'.")
+    if settings.locate:
+        raise InputError(f"{keras} locate=True (--locate): the locator maps the tensor names "
+                         "of the kit's own conversions only.")
 
 
 def _rows(inputs):

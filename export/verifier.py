@@ -170,7 +170,8 @@ def check_keras_formats(settings, formats):
     without = [name for name in formats if registry.get(name).keras_format is None]
     if without:
         offered = tuple(n for n in registry.names() if registry.get(n).keras_format)
-        raise InputError(f"Invalid formats={list(without)} with exporter='keras': Keras's "
+        raise InputError(f"Invalid formats={list(without)} (--formats) with exporter='keras' "
+                         f"(--exporter keras): Keras's "
                          f"model.export makes {offered} only.")
 
 

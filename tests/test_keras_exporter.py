@@ -159,7 +159,7 @@ def test_a_subclassed_model_is_judged_whole():
 
 
 def test_keras_exporter_cannot_quantize():
-    with pytest.raises(InputError, match=r"exporter='keras' with quantize"):
+    with pytest.raises(InputError, match=r"exporter='keras' \(--exporter keras\) with quantize"):
         verify(None, exporter="keras", quantize="int8")
     with pytest.raises(InputError, match=r"Invalid exporter='kit': expected one of"):
         verify(None, exporter="kit")
@@ -171,10 +171,12 @@ def test_bad_exporter_is_exit_2(capsys):
     assert "--exporter" in err and "'tfdropblock'" in err and "'keras'" in err, err
 
 
-def test_exporter_keras_with_quantize_is_exit_2(capsys):
-    assert cli.main(["verify", "--exporter", "keras", "--quantize", "int8"]) == 2
+@pytest.mark.parametrize("flags, named", [(["--quantize", "int8"], "--quantize"),
+                                          (["--locate"], "--locate")])
+def test_exporter_keras_with_what_it_cannot_do_is_exit_2(capsys, flags, named):
+    assert cli.main(["verify", "--exporter", "keras", *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "--exporter keras" in err and "--quantize" in err, err
+    assert "--exporter keras" in err and named in err, err
 
 
 NO_KERAS_FORMAT = """

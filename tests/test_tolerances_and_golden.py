@@ -152,6 +152,11 @@ def test_a_drifted_stored_output_fails_parity(model, stored, tmp_path):
     assert report.exit_code == 1, str(report)
     assert {(c["output"], c["batch_size"]) for c in _parity(report).details["comparisons"]
             if not c["ok"]} == {("logits", 1)}
+    # The failed parity was located, with the per-output tolerance in force, and the layers
+    # say whose outputs they were compared with.
+    details = _parity(report).details
+    assert details["locate_reason"] is None and details["layers"], details.get("locate_reason")
+    assert "stored file holds the model's outputs only" in details["locate_runtime"]
 
 
 def test_the_stored_inputs_are_the_ones_checked_on(model, stored, tmp_path):

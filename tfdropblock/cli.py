@@ -146,8 +146,8 @@ def build_parser():
                        help=f"with --labels or --calibration: rows run at once ({BATCH_SIZE})")
         p.add_argument("--calibration", metavar="NPZ",
                        help="int8 calibration inputs (.npz, arrays named as --inputs'; other "
-                            "arrays ignored), e.g. training images; default: --inputs, else "
-                            "generated")
+                            "arrays ignored), e.g. training images; default: the inputs checked "
+                            "on (--inputs, --load-outputs), else generated")
         offered = ", ".join(f"{', '.join(modes)} ({registry.get(fmt).title or fmt})"
                             for fmt, modes in quantized.modes().items())
         p.add_argument("--quantize", metavar="MODE[,MODE]",
@@ -378,8 +378,6 @@ def _run_verify(args, out_dir, write):
             raise InputError("--int8-io applies to TFLite int8 only: pass --quantize int8 with "
                              "tflite in --formats.")
         exporter = getattr(args, "exporter", "tfdropblock")
-        if exporter == "keras":
-            _check_keras_flags(args)
         with _json_with_artifacts(args) as committed:
             report = verify(args.model, formats=args.formats, inputs=inputs, atol=args.atol,
                             rtol=args.rtol, out_dir=out_dir, **_format_options(args),
@@ -400,20 +398,6 @@ def _run_verify(args, out_dir, write):
         _fail(f"{PROG}: error: {e}", EXIT_ERROR)
     except OSError as e:
         _fail(f"{PROG}: error: {e.filename or ''}: {e.strerror or e}", EXIT_USAGE)
-
-
-def _check_keras_flags(args):
-    """``--exporter keras`` with a flag Keras's exporters cannot honour: InputError naming
-    both (the library says the same with its keyword names)."""
-    from tfdropblock.export import InputError
-
-    if args.quantize:
-        raise InputError("--exporter keras cannot be combined with --quantize: Keras's "
-                         "exporters make float artifacts only (quantize with --exporter "
-                         "tfdropblock).")
-    if getattr(args, "onnx_external_data", None):
-        raise InputError("--exporter keras cannot be combined with --onnx-external-data: "
-                         "Keras's ONNX exporter writes one file.")
 
 
 def _emit(args, report_dict, table):

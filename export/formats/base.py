@@ -281,6 +281,10 @@ class Format:
         labels = list(dict.fromkeys(c["runtime"] for c in check.details["comparisons"]))
         if not labels:
             return locate.unavailable("nothing was compared")
+        if run.settings.exporter != "tfdropblock":
+            # The probes read the tensor and scope names of the kit's own conversion.
+            return locate.unavailable("not located: the artifact is Keras's export, whose "
+                                      "tensor names the locator does not map")
         runtime = (failed or labels)[0]
         try:
             probe = self.probe(run, artifact, runtime)
