@@ -50,8 +50,20 @@ def test_block_curve_is_written(tmp_path):
     (["--studies", "3d"], "Invalid --studies='3d'"),
     (["--train-size", "15"], "Invalid --train-size=15: expected a positive int, a multiple"),
     (["--seeds", "0"], "Invalid --seeds=0"),
+    (["--jobs", "0"], "Invalid --jobs=0: expected an int >= 1"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         accuracy.parse_args(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_plan_runs_every_configuration_with_every_seed_seeds_outer():
+    args = accuracy.parse_args(["--seeds", "2"])
+    plan = accuracy.jobs(args)
+    configs = [c for c, _, _ in accuracy.configurations_2d()] + \
+        [c for c, _, _ in accuracy.configurations_1d(accuracy.SEQUENCE_BLOCK)]
+    assert [(job[1], job[4]) for job in plan] == [(c, s) for s in (0, 1) for c in configs]
+    exact = accuracy.exact(5, 2)
+    assert [(job[1], job[3], job[4]) for job in exact] == [
+        ("dropblock_exact_b5", {"block_size": 5, "gamma_mode": "exact"}, s) for s in (0, 1)]
