@@ -5,8 +5,6 @@ the whole matrix and its table are in docs/APPLICATIONS.md; these cells cover th
 the matrix found (captured Normalization constants, constant outputs, an op tf2onnx lacks).
 """
 
-import pytest
-
 from benchmarks.applications import build, late_block_outputs, run_cell, summarise
 
 
@@ -22,9 +20,10 @@ def test_matrix_inserts_dropblock_in_the_late_stages():
     assert all(name.startswith(("conv4_", "conv5_")) for name in picked), picked
 
 
-@pytest.mark.parametrize("name", ["EfficientNetB0", "MobileNetV2"])
-def test_stock_model_with_dropblock_passes_every_format(name, tmp_path):
-    cell = run_cell(name, with_dropblock=True, workdir=tmp_path)
+def test_stock_model_with_dropblock_passes_every_format(tmp_path):
+    # EfficientNetB0: its Normalization and Rescaling constants are captured by the traced
+    # function (the failure mode this cell guards); the matrix runs the other stock models.
+    cell = run_cell("EfficientNetB0", with_dropblock=True, workdir=tmp_path)
     assert cell["dropblock"] == 3
     assert cell["exit"] == 0, (summarise(cell), cell["stderr"])
     assert _statuses(cell) == {"saved_model": "passed", "tflite": "passed", "onnx": "passed"}
@@ -37,9 +36,8 @@ def test_stock_model_with_dropblock_passes_every_format(name, tmp_path):
 
 
 def test_op_tf2onnx_lacks_is_exit_3_naming_the_op(tmp_path):
-    cell = run_cell("ConvNeXtTiny", with_dropblock=True, formats=("tflite", "onnx"),
-                    side=32, workdir=tmp_path)
+    cell = run_cell("ConvNeXtTiny", with_dropblock=True, formats=("onnx",), side=32,
+                    workdir=tmp_path)
     assert cell["exit"] == 3, (summarise(cell), cell["stderr"])
-    statuses = _statuses(cell)
-    assert statuses == {"tflite": "passed", "onnx": "error"}, summarise(cell)
+    assert _statuses(cell) == {"onnx": "error"}, summarise(cell)
     assert "Erfc" in cell["report"]["formats"]["onnx"]["error"]
