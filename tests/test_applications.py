@@ -20,13 +20,15 @@ def test_matrix_inserts_dropblock_in_the_late_stages():
     assert all(name.startswith(("conv4_", "conv5_")) for name in picked), picked
 
 
-def test_stock_model_with_dropblock_passes_every_format(tmp_path):
+def test_stock_model_with_dropblock_passes_tflite_and_onnx(tmp_path):
     # EfficientNetB0: its Normalization and Rescaling constants are captured by the traced
-    # function (the failure mode this cell guards); the matrix runs the other stock models.
-    cell = run_cell("EfficientNetB0", with_dropblock=True, workdir=tmp_path)
+    # function, which the converters must not turn into graph inputs (the failure mode this
+    # cell guards; the matrix in docs/APPLICATIONS.md runs every format).
+    cell = run_cell("EfficientNetB0", with_dropblock=True, formats=("tflite", "onnx"),
+                    workdir=tmp_path)
     assert cell["dropblock"] == 3
     assert cell["exit"] == 0, (summarise(cell), cell["stderr"])
-    assert _statuses(cell) == {"saved_model": "passed", "tflite": "passed", "onnx": "passed"}
+    assert _statuses(cell) == {"tflite": "passed", "onnx": "passed"}
     report = cell["report"]
     assert len(report["model"]["dropblock_layers"]) == 3
     # The calibrated stock model's outputs vary with the input: parity compared something.

@@ -11,7 +11,10 @@ def _reference_models():
     from tfdropblock import models
 
     return {
-        "resnet50": lambda: models.default_model(),
+        # The ResNet-50 layout with one bottleneck block per group (default_model, all 16, goes
+        # through every float format in test_models_export).
+        "resnet50": lambda: models.seeded_weights(models.resnet50_dropblock(
+            (64, 64, 3), num_classes=10, width=16, blocks_per_stage=(1, 1, 1, 1), seed=0), 0),
         "mobilenet_v2": lambda: models.seeded_weights(models.mobilenet_v2_dropblock(
             (32, 32, 3), num_classes=10, alpha=0.35, repeats=(1, 1, 1, 1, 1, 1, 1),
             classifier_activation=None, seed=0), 0),
