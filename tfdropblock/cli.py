@@ -355,10 +355,10 @@ def _run_verify(args, out_dir, write):
         imports = importable(args.imports)
         import_modules(imports)  # what they register (layers, formats) counts from here on
         args.formats = check_formats(args.formats)
-        if args.load_outputs is not None and (args.inputs or args.labels is not None):
-            other = "--inputs" if args.inputs else "--labels (which needs --inputs)"
-            raise InputError(f"Invalid --load-outputs with {other}: the stored file holds the "
-                             "inputs to check on; give --load-outputs or --inputs, not both.")
+        if args.load_outputs is not None:  # before the --labels checks, which assume --inputs
+            from tfdropblock.export.golden import check_alone
+
+            check_alone(args.inputs, args.labels)
         inputs = _load_inputs(args.inputs) if args.inputs else None
         if args.labels is None and args.max_accuracy_drop is not None:
             raise InputError("--max-accuracy-drop needs --labels NAME: without labels there "
