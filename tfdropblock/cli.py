@@ -338,17 +338,11 @@ def _progress(args):
     return say
 
 
-def _load_inputs(path, flag="--inputs"):
-    from tfdropblock.export.loading import read_npz
-
-    return read_npz(path, flag)
-
-
 def _run_verify(args, out_dir, write):
     from tfdropblock.export import ExportKitError, InputError, verify
     from tfdropblock.export.formats.quantized import check_quantize
     from tfdropblock.export.formats import check_formats
-    from tfdropblock.export.loading import import_modules, importable, with_import_hint
+    from tfdropblock.export.loading import import_modules, importable, read_npz, with_import_hint
     from tfdropblock.export.settings import labelled
 
     try:
@@ -359,7 +353,7 @@ def _run_verify(args, out_dir, write):
             from tfdropblock.export.golden import check_alone
 
             check_alone(args.inputs, args.labels)
-        inputs = _load_inputs(args.inputs) if args.inputs else None
+        inputs = read_npz(args.inputs, "--inputs") if args.inputs else None
         if args.labels is None and args.max_accuracy_drop is not None:
             raise InputError("--max-accuracy-drop needs --labels NAME: without labels there "
                              "is no accuracy to judge.")
@@ -367,7 +361,7 @@ def _run_verify(args, out_dir, write):
             raise InputError(f"Invalid --labels {args.labels!r}: it names an array of the "
                              "--inputs NPZ; pass --inputs NPZ.")
         inputs, labels = labelled(inputs, args.labels, arg="--labels")
-        calibration = _load_inputs(args.calibration, "--calibration") \
+        calibration = read_npz(args.calibration, "--calibration") \
             if args.calibration else None
         if args.batch_size < 1:
             raise InputError(f"Invalid --batch-size={args.batch_size}: expected an int >= 1.")

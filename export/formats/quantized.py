@@ -12,7 +12,8 @@ reference, and goes through the same check sequence as every format
 grouped with its float format (same child process, conversions shared).
 
 Calibration (int8 only): the calibration inputs when given (``calibration=``,
-``--calibration``: real training images, say, in batches of ``batch_size`` rows), else the
+``--calibration``: real training images, say, in batches of ``batch_size`` rows; set by
+:meth:`Run.choose_inputs`, which checks them before any conversion), else the
 user's inputs (every row, as given; with labels, the first batch) when there are any, else
 generated batches (:data:`CALIBRATION_BATCHES` batches of :data:`CALIBRATION_ROWS` rows,
 drawn from the distribution the verification's own generated inputs use, with other seeds):
@@ -24,7 +25,6 @@ from __future__ import annotations
 import types
 
 from tfdropblock.export import checks
-from tfdropblock.export.calibration import given_calibration
 from tfdropblock.export.errors import ConversionError, InputError
 from tfdropblock.export.formats.base import Format, get, names, register
 from tfdropblock.export.metrics import quality_check, thresholds_for
@@ -98,9 +98,7 @@ def calibration(run):
     docstring): the run's own when it was given some, else made once and kept there."""
     if run.calibration is None:
         signature, settings = run.signature, run.settings
-        if settings.calibration is not None:
-            run.calibration = given_calibration(signature, settings)
-        elif settings.labels is not None:  # the first batch: all rows need not fit at once
+        if settings.labels is not None:  # the first batch: all rows need not fit at once
             rows = len(next(iter(run.batches[0].values())))
             run.calibration = ([run.batches[0]], f"user inputs (the first {rows} rows)")
         elif settings.inputs is not None:
