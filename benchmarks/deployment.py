@@ -11,7 +11,7 @@
 runtime, batch by batch) and reports each one's top-1, Keras's and their agreement
 (``checks.accuracy``); ``report`` makes the table of it, with the artifact sizes.
 
-``breakage``: what the quantized quality floors (``tfdropblock.export.metrics.THRESHOLDS``)
+``breakage``: what the quantized quality floors (``tfdropblock.export.checks.metrics.THRESHOLDS``)
 let through on this trained model: int8 calibrated as it should be (on ``calibration.npz``,
 training images the study did not train on) and in three wrong ways, and a float model with
 one convolution's weights perturbed, each judged by the current floors and by
@@ -90,9 +90,9 @@ def breakage_table(model_path, images, labels, calibration):
 
     import tfdropblock  # noqa: F401
     from tfdropblock.export import export
-    from tfdropblock.export.metrics import output_metrics
-    from tfdropblock.export.formats.onnx import quantize_onnx
-    from tfdropblock.export.formats.tflite import quantize_tflite
+    from tfdropblock.export.checks.metrics import output_metrics
+    from tfdropblock.export.formats.onnx.quantization import quantize_onnx
+    from tfdropblock.export.formats.tflite.quantization import quantize_tflite
 
     model = keras.models.load_model(model_path)
     expected = _batched(keras_runner(model), images)
@@ -190,8 +190,8 @@ def markdown_breakage(rows):
     variant by default."""
     import dataclasses
 
-    from tfdropblock.export.metrics import THRESHOLDS
-    from tfdropblock.export.settings import QUANTIZED_ACCURACY_DROP
+    from tfdropblock.export.checks.metrics import THRESHOLDS
+    from tfdropblock.export.run.settings import QUANTIZED_ACCURACY_DROP
 
     current = {mode: tuple(dataclasses.astuple(t)) for mode, t in THRESHOLDS.items()}
 

@@ -17,22 +17,22 @@ from tfdropblock._lazy import lazy_exports
 
 # Imported on first use: the CLI reads argument errors and --help without TensorFlow.
 _EXPORTS = {
-    "ConversionError": "tfdropblock.export.errors",
-    "ExportKitError": "tfdropblock.export.errors",
-    "InputError": "tfdropblock.export.errors",
-    "OutputError": "tfdropblock.export.errors",
-    "dropblocks_as_identity": "tfdropblock.export.identity",
-    "inspect": "tfdropblock.export.inspection",
-    "ARTIFACTS": "tfdropblock.export.exporter",
-    "export": "tfdropblock.export.exporter",
-    "FORMATS": "tfdropblock.export.report",
-    "SCHEMA_VERSION": "tfdropblock.export.report",
-    "CheckResult": "tfdropblock.export.report",
-    "Finding": "tfdropblock.export.report",
-    "FormatResult": "tfdropblock.export.report",
-    "Report": "tfdropblock.export.report",
-    "assert_folds_away": "tfdropblock.export.verifier",
-    "verify": "tfdropblock.export.verifier",
+    "ConversionError": "tfdropblock.export.core.errors",
+    "ExportKitError": "tfdropblock.export.core.errors",
+    "InputError": "tfdropblock.export.core.errors",
+    "OutputError": "tfdropblock.export.core.errors",
+    "dropblocks_as_identity": "tfdropblock.export.model.identity",
+    "inspect": "tfdropblock.export.execution.inspection",
+    "ARTIFACTS": "tfdropblock.export.execution.exporter",
+    "export": "tfdropblock.export.execution.exporter",
+    "FORMATS": "tfdropblock.export.run.registry",
+    "SCHEMA_VERSION": "tfdropblock.export.report.report",
+    "CheckResult": "tfdropblock.export.core.results",
+    "Finding": "tfdropblock.export.core.results",
+    "FormatResult": "tfdropblock.export.core.results",
+    "Report": "tfdropblock.export.report.report",
+    "assert_folds_away": "tfdropblock.export.execution.verifier",
+    "verify": "tfdropblock.export.execution.verifier",
 }
 
 __all__ = sorted(_EXPORTS)

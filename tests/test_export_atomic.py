@@ -4,7 +4,7 @@ temporary files; faults in one format do not stop the others (in-process raise).
 import pytest
 
 from tfdropblock.export import ConversionError, export, verify
-from tfdropblock.export.atomic import commit_many, staging_dir
+from tfdropblock.export.execution.atomic import commit_many, staging_dir
 from fault_injection import FAULT_ENV
 
 

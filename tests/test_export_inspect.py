@@ -6,10 +6,10 @@ import zipfile
 import pytest
 
 from tfdropblock.export import InputError, export, inspect
-from tfdropblock.export.formats.onnx import onnx_graph
-from tfdropblock.export.formats.saved_model import saved_model_graph
-from tfdropblock.export.formats.tflite import tflite_graph
-from tfdropblock.export.graphs import scope_matcher
+from tfdropblock.export.formats.onnx.reader import onnx_graph
+from tfdropblock.export.formats.saved_model.reader import saved_model_graph
+from tfdropblock.export.formats.tflite.reader import tflite_graph
+from tfdropblock.export.model.graphs import scope_matcher
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from onnx import TensorProto, helper
 
 from tfdropblock import cli
 from tfdropblock.export import inspect
-from tfdropblock.export.checks import structure_check
-from tfdropblock.export.formats.onnx import onnx_graph
+from tfdropblock.export.checks.rules import structure_check
+from tfdropblock.export.formats.onnx.reader import onnx_graph
 
 OPSET = [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
 X = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
@@ -224,7 +224,7 @@ def test_dropout_mode_is_resolved_per_call_site():
 
 
 def inspect_proto(model):
-    from tfdropblock.export.checks import content_findings
+    from tfdropblock.export.checks.rules import content_findings
     return [str(f) for f in content_findings(onnx_graph(model), check="inspect")]
 
 

@@ -14,9 +14,10 @@ import tensorflow as tf
 
 import tfdropblock
 from tfdropblock.export import ConversionError, InputError, assert_folds_away, export, verify
-from tfdropblock.export import checks
-from tfdropblock.export.formats import onnx as onnx_export
-from tfdropblock.export.signature import Signature
+from tfdropblock.export.checks import rules as checks
+from tfdropblock.export.run.inputs import degenerate_outputs
+from tfdropblock.export.formats.onnx import conversion as onnx_export
+from tfdropblock.export.model.signature import Signature
 from tfdropblock.models import add_dropblock
 
 
@@ -145,7 +146,7 @@ def test_constant_output_is_vacuous_parity_not_ok():
     assert "ignores its input" in data["formats"]["onnx"]["warnings"][0]["why"]
     # No generated distribution makes a constant vary: the first one is kept.
     assert data["model"]["generated_inputs"] == "standard normal"
-    from tfdropblock.export.verifier import VacuousCheckWarning
+    from tfdropblock.export.execution.verifier import VacuousCheckWarning
 
     with pytest.warns(VacuousCheckWarning, match="proves nothing"):
         assert_folds_away(model, formats=("onnx",))
@@ -193,17 +194,17 @@ def test_all_nan_user_inputs_are_an_input_error(tiny_image_model):
 def test_degenerate_outputs_rules():
     rows = {"x": np.arange(6, dtype=np.float32).reshape(3, 2)}
     same_rows = {"y": np.ones((3, 2))}
-    assert checks.degenerate_outputs([rows], [{"y": np.arange(6.0).reshape(3, 2)}],
+    assert degenerate_outputs([rows], [{"y": np.arange(6.0).reshape(3, 2)}],
                                      1e-5, 1e-4) == {}
-    [(size, why)] = checks.degenerate_outputs([rows], [same_rows], 1e-5, 1e-4)["y"]
+    [(size, why)] = degenerate_outputs([rows], [same_rows], 1e-5, 1e-4)["y"]
     assert size == 3 and "ignores its input" in why
     # Inputs identical across the batch (a user's single row tiled): nothing to conclude.
     tiled = {"x": np.ones((3, 2), np.float32)}
-    assert checks.degenerate_outputs([tiled], [same_rows], 1e-5, 1e-4) == {}
+    assert degenerate_outputs([tiled], [same_rows], 1e-5, 1e-4) == {}
     small = {"y": np.arange(6.0).reshape(3, 2) * 1e-7}
-    assert "within atol" in checks.degenerate_outputs([rows], [small], 1e-5, 1e-4)["y"][0][1]
+    assert "within atol" in degenerate_outputs([rows], [small], 1e-5, 1e-4)["y"][0][1]
     nan = {"y": np.array([[np.nan, 1.0], [2.0, 3.0], [4.0, 5.0]])}
-    assert "1 of 6 Keras value(s) are NaN" in checks.degenerate_outputs(
+    assert "1 of 6 Keras value(s) are NaN" in degenerate_outputs(
         [rows], [nan], 1e-5, 1e-4)["y"][0][1]
 
 

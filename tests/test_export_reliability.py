@@ -24,11 +24,11 @@ import pytest
 from tfdropblock import cli
 from tfdropblock.export import (ConversionError, InputError, OutputError, export, inspect,
                                 verify)
-from tfdropblock.export import atomic
-from tfdropblock.export.formats import onnx as onnx_export
-from tfdropblock.export.atomic import commit_many, staging_dir
-from tfdropblock.export.formats.onnx import load_onnx
-from tfdropblock.export.formats.tflite import tflite_graph
+from tfdropblock.export.execution import atomic
+from tfdropblock.export.formats.onnx import conversion as onnx_export
+from tfdropblock.export.execution.atomic import commit_many, staging_dir
+from tfdropblock.export.formats.onnx.reader import load_onnx
+from tfdropblock.export.formats.tflite.reader import tflite_graph
 
 
 @pytest.fixture(scope="module")
@@ -342,9 +342,9 @@ CONCURRENT_EXPORT = textwrap.dedent('''
 def test_two_concurrent_exports_into_one_folder(tmp_path, tiny_image_model):
     import keras
 
-    from tfdropblock.export.formats.onnx import OrtRunner
-    from tfdropblock.export.formats.saved_model import SavedModelRunner
-    from tfdropblock.export.formats.tflite import TFLiteRunner
+    from tfdropblock.export.formats.onnx.runtime import OrtRunner
+    from tfdropblock.export.formats.saved_model.runtime import SavedModelRunner
+    from tfdropblock.export.formats.tflite.runtime import TFLiteRunner
 
     models = []
     for name, seed in (("a", 1), ("b", 2)):
@@ -479,7 +479,7 @@ def test_disk_full_mid_write_is_a_clear_error_and_keeps_the_previous_output(mode
 def test_onnx_external_data_exports_verifies_and_inspects(model, tmp_path):
     import onnx
 
-    from tfdropblock.export.formats.onnx import OrtRunner
+    from tfdropblock.export.formats.onnx.runtime import OrtRunner
 
     out = tmp_path / "out"
     export(model, out, formats=("onnx",), onnx_external_data=True)
@@ -529,7 +529,7 @@ def test_onnx_over_the_limit_goes_external_by_default_or_is_refused(model, tmp_p
 
 
 def test_tf2onnx_failures_at_the_limit_are_named(model, monkeypatch):
-    from tfdropblock.export.formats.onnx import over_protobuf_limit
+    from tfdropblock.export.formats.onnx.conversion import over_protobuf_limit
 
     # The two messages tf2onnx 1.17 / TF 2.21 gave for real on 2.1 and 2.4 GiB models.
     assert over_protobuf_limit(ValueError("Cannot create a tensor proto whose content is "

@@ -20,7 +20,7 @@ import pytest
 
 from tfdropblock import cli
 from tfdropblock.export import export
-from tfdropblock.export.atomic import STAGING_PREFIX
+from tfdropblock.export.execution.atomic import STAGING_PREFIX
 from fault_injection import FAULT_ENV
 
 
@@ -269,7 +269,8 @@ SPREAD = textwrap.dedent('''
     from pathlib import Path
 
     from tfdropblock import cli
-    from tfdropblock.export import atomic, staging as verifier
+    from tfdropblock.export.execution import atomic
+    from tfdropblock.export.execution import staging as verifier
 
     model, root, plan = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
     shot = {}

@@ -5,9 +5,9 @@ import pytest
 
 from tfdropblock.export import InputError, export, verify
 from tfdropblock.export import formats
-from tfdropblock.export.formats import base
-from tfdropblock.export.formats.tflite import TFLiteFormat
-from tfdropblock.export.settings import Settings
+from tfdropblock.export.run import registry
+from tfdropblock.export.formats.tflite.format import TFLiteFormat
+from tfdropblock.export.run.settings import Settings
 
 
 def test_builtin_formats_are_registered_in_order():
@@ -63,7 +63,7 @@ class _CopyTFLite(TFLiteFormat):
 
 def test_a_registered_variant_is_verified_exported_and_grouped(monkeypatch, tmp_path,
                                                                tiny_image_model):
-    monkeypatch.setitem(base._REGISTRY, _CopyTFLite.name, _CopyTFLite())
+    monkeypatch.setitem(registry._REGISTRY, _CopyTFLite.name, _CopyTFLite())
     assert formats.groups(["saved_model", "tflite_copy", "onnx"]) == [
         ["saved_model", "tflite_copy"], ["onnx"]]
     model = tiny_image_model()

@@ -75,7 +75,8 @@ def test_a_converter_failure_is_an_error_and_the_rest_skipped(root, report):
 def test_text_xml_cannot_hold_is_escaped_not_written():
     """A converter's message with a terminal colour code and a NUL still gives a file that
     parses, with the characters spelled out."""
-    from tfdropblock.export.report import CheckResult, FormatResult, Report
+    from tfdropblock.export.core.results import CheckResult, FormatResult
+    from tfdropblock.export.report.report import Report
 
     result = FormatResult("onnx", status="error", error="\x1b[31mboom\x00",
                           checks={"conversion": CheckResult(False, {})})

@@ -12,8 +12,8 @@ import pytest
 
 from tfdropblock import cli
 from tfdropblock.export import FORMATS, InputError, verify
-from tfdropblock.export.leaks import training_mode_leaks
-from tfdropblock.export.report import FormatResult
+from tfdropblock.export.model.leaks import training_mode_leaks
+from tfdropblock.export.core.results import FormatResult
 
 IMAGES = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
 
@@ -181,7 +181,7 @@ def test_exporter_keras_with_what_it_cannot_do_is_exit_2(capsys, flags, named):
 
 NO_KERAS_FORMAT = """
 from tfdropblock.export.formats import register
-from tfdropblock.export.formats.saved_model import SavedModelFormat
+from tfdropblock.export.formats.saved_model.format import SavedModelFormat
 
 
 class NoKerasExporter(SavedModelFormat):

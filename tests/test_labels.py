@@ -9,7 +9,7 @@ import pytest
 
 from tfdropblock import cli
 from tfdropblock.export import formats, verify
-from tfdropblock.export.settings import QUANTIZED_ACCURACY_DROP
+from tfdropblock.export.run.settings import QUANTIZED_ACCURACY_DROP
 
 ROWS, SMALL_BATCH = 41, 7  # 41 = 5 full batches of 7 and one of 6
 CLI_BATCH = 8
@@ -18,7 +18,7 @@ CLI_BATCH = 8
 # whose top-1 drops, with outputs within a loose parity tolerance.
 BROKEN = '''
 from tfdropblock.export.formats import register
-from tfdropblock.export.formats.saved_model import SavedModelFormat
+from tfdropblock.export.formats.saved_model.format import SavedModelFormat
 
 
 class Swapped(SavedModelFormat):

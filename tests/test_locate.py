@@ -12,9 +12,9 @@ import copy
 import numpy as np
 import pytest
 
-from tfdropblock.export.formatcheck import run_format
-from tfdropblock.export.run import Run
-from tfdropblock.export.settings import Settings
+from tfdropblock.export.pipeline.formatcheck import run_format
+from tfdropblock.export.run.run import Run
+from tfdropblock.export.run.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +119,7 @@ def test_a_planted_weight_is_blamed_on_its_layer_not_a_neighbour(located_run, tm
     assert first["tolerance_ratio"] > 1 and first["max_abs_error"] == rows["conv_b"][
         "max_abs_error"]
     assert first["diverging_layers"] >= 4  # conv_b, swish_b, conv_c, gap, dense
-    from tfdropblock.export.report import divergence_lines
+    from tfdropblock.export.report.table import divergence_lines
 
     lines = divergence_lines(fmt, parity)
     assert "first divergence: 'conv_b'" in lines[0], lines
@@ -202,7 +202,7 @@ def test_locate_plot_without_matplotlib_is_exit_2_before_any_work(tmp_path, caps
 
 
 def test_locate_must_be_a_bool():
-    from tfdropblock.export.errors import InputError
+    from tfdropblock.export.core.errors import InputError
 
     with pytest.raises(InputError, match=r"Invalid locate='yes': expected True or False"):
         Settings(locate="yes")

@@ -7,8 +7,8 @@ import pytest
 
 import tfdropblock
 from tfdropblock.export import verify
-from tfdropblock.export.graphs import scope_matcher
-from tfdropblock.export.identity import dropblock_names
+from tfdropblock.export.model.graphs import scope_matcher
+from tfdropblock.export.model.identity import dropblock_names
 
 FORMATS = ("saved_model", "tflite", "onnx")
 

@@ -46,7 +46,7 @@ def test_clone_root_shadowing_the_install_still_has_export_and_models():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [
         str(REPO / "tfdropblock" / "__init__.py"), str(REPO / "export" / "__init__.py"),
-        str(REPO / "models" / "__init__.py"), "tfdropblock.export.verifier",
+        str(REPO / "models" / "__init__.py"), "tfdropblock.export.execution.verifier",
         "None"], proc.stdout  # only the two subpackages are mapped, not every folder
 
 

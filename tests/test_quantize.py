@@ -14,20 +14,21 @@ import tensorflow as tf
 
 import tfdropblock
 from tfdropblock.export import InputError
-from tfdropblock.export.errors import ConversionError
-from tfdropblock.export.formats.onnx import _from_function, convert_onnx, onnx_graph
-from tfdropblock.export.formats.saved_model import ENDPOINT, export_saved_model
-from tfdropblock.export.formats.tflite import tflite_graph
-from tfdropblock.export.identity import dropblock_names, dropblocks_as_identity
-from tfdropblock.export.metrics import (THRESHOLDS, Thresholds, output_metrics,
+from tfdropblock.export.core.errors import ConversionError
+from tfdropblock.export.formats.onnx.conversion import _from_function, convert_onnx
+from tfdropblock.export.formats.onnx.reader import onnx_graph
+from tfdropblock.export.formats.saved_model.conversion import ENDPOINT, export_saved_model
+from tfdropblock.export.formats.tflite.reader import tflite_graph
+from tfdropblock.export.model.identity import dropblock_names, dropblocks_as_identity
+from tfdropblock.export.checks.metrics import (THRESHOLDS, Thresholds, output_metrics,
                                         quality_check)
 from tfdropblock.export import formats
-from tfdropblock.export.formats.onnx import quantize_onnx
+from tfdropblock.export.formats.onnx.quantization import quantize_onnx
 from tfdropblock.export.formats.quantized import check_mode, verify_quantized
-from tfdropblock.export.formats.tflite import QuantizedTFLiteRunner, quantize_tflite
-from tfdropblock.export.run import Run, keras_outputs
-from tfdropblock.export.settings import Settings
-from tfdropblock.export.signature import Signature
+from tfdropblock.export.formats.tflite.quantization import QuantizedTFLiteRunner, quantize_tflite
+from tfdropblock.export.run.run import Run, keras_outputs
+from tfdropblock.export.run.settings import Settings
+from tfdropblock.export.model.signature import Signature
 
 
 def quantize_model(model, fmt, mode, calibration):

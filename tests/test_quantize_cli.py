@@ -55,8 +55,8 @@ def models(tmp_path_factory):
 
 
 def test_modes_come_from_the_formats():
-    from tfdropblock.export.formats.onnx import ONNX_MODES
-    from tfdropblock.export.formats.tflite import TFLITE_MODES
+    from tfdropblock.export.formats.onnx.quantization import ONNX_MODES
+    from tfdropblock.export.formats.tflite.quantization import TFLITE_MODES
 
     assert quantized.modes() == {"tflite": TFLITE_MODES, "onnx": ONNX_MODES}
     assert check_quantize("int8", ("tflite", "onnx")) == ("tflite:int8", "onnx:int8")

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from tfdropblock import cli
-from tfdropblock.export import InputError, golden, tolerance, verify
-from tfdropblock.export.run import Run
-from tfdropblock.export.settings import Settings
+from tfdropblock.export import InputError, verify
+from tfdropblock.export.run import golden
+from tfdropblock.export.run import tolerance
+from tfdropblock.export.run.run import Run
+from tfdropblock.export.run.settings import Settings
 
 from test_cli import assert_one_line_error, last_line, run_cli
 

@@ -5,7 +5,7 @@ JSON report, which shows that adding a format takes a module and a ``register`` 
 """
 
 from tfdropblock.export.formats import register
-from tfdropblock.export.formats.saved_model import SavedModelFormat
+from tfdropblock.export.formats.saved_model.format import SavedModelFormat
 
 
 class ToySavedModel(SavedModelFormat):

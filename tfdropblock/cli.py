@@ -79,7 +79,7 @@ def _non_negative(value):
 
 
 def _tolerance(value):
-    from tfdropblock.export import tolerance
+    from tfdropblock.export.run import tolerance
 
     try:
         return tolerance.parse(value)
@@ -107,8 +107,8 @@ def _positive(value):
 def build_parser():
     from tfdropblock.export import formats as registry
     from tfdropblock.export.formats import quantized
-    from tfdropblock.export.report import FORMATS
-    from tfdropblock.export.settings import (BATCH_SIZE, DEFAULT_TIMEOUT, EXPORTERS,
+    from tfdropblock.export.run.registry import FORMATS
+    from tfdropblock.export.run.settings import (BATCH_SIZE, DEFAULT_TIMEOUT, EXPORTERS,
                                              QUANTIZED_ACCURACY_DROP, Settings)
 
     parser = _Parser(prog=PROG, description="DropBlock for Keras 3: check that it folds away "
@@ -238,7 +238,7 @@ def main(argv=None):
     # TensorFlow's C++ start-up log would bury the report; failures reach us as exceptions.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     _printable_paths()
-    from tfdropblock.export import stopping
+    from tfdropblock.export.execution import stopping
 
     previous = stopping.catch_stop_signals()
     try:
@@ -283,8 +283,8 @@ def _printable_paths():
 def _check_outputs(args):
     """Every path the run will write, checked before any work: a run must not convert for
     minutes and then fail, or fail after its artifacts moved, on an output it cannot write."""
-    from tfdropblock.export.atomic import check_out_dir, check_output_file
-    from tfdropblock.export.errors import OutputError
+    from tfdropblock.export.execution.atomic import check_out_dir, check_output_file
+    from tfdropblock.export.core.errors import OutputError
 
     try:
         if args.command in ("verify", "export") and getattr(args, "out", None) is not None:
@@ -299,7 +299,7 @@ def _check_outputs(args):
     except OutputError as e:
         _fail(f"{PROG}: error: {e}", EXIT_USAGE)
     if getattr(args, "locate_plot", None) is not None:
-        from tfdropblock.export.locate_plot import require_matplotlib
+        from tfdropblock.export.report.locate_plot import require_matplotlib
 
         try:
             require_matplotlib()
@@ -342,15 +342,16 @@ def _run_verify(args, out_dir, write):
     from tfdropblock.export import ExportKitError, InputError, verify
     from tfdropblock.export.formats.quantized import check_quantize
     from tfdropblock.export.formats import check_formats
-    from tfdropblock.export.loading import import_modules, importable, read_npz, with_import_hint
-    from tfdropblock.export.settings import labelled
+    from tfdropblock.export.model.loading import (import_modules, importable, read_npz,
+                                                  with_import_hint)
+    from tfdropblock.export.run.settings import labelled
 
     try:
         imports = importable(args.imports)
         import_modules(imports)  # what they register (layers, formats) counts from here on
         args.formats = check_formats(args.formats)
         if args.load_outputs is not None:  # before the --labels checks, which assume --inputs
-            from tfdropblock.export.golden import check_alone
+            from tfdropblock.export.run.golden import check_alone
 
             check_alone(args.inputs, args.labels)
         inputs = read_npz(args.inputs, "--inputs") if args.inputs else None
@@ -404,7 +405,7 @@ def _emit(args, report_dict, table):
     if args.json and not getattr(args, "json_committed", False):
         from tfdropblock._files import write_bytes
 
-        from tfdropblock.export.stopping import decided
+        from tfdropblock.export.execution.stopping import decided
 
         decided()  # a report once renamed in must not be followed by exit 130
         try:
@@ -418,7 +419,7 @@ def _write_junit(args, report):
     if not args.junit:
         return
     from tfdropblock._files import write_bytes
-    from tfdropblock.export.stopping import decided
+    from tfdropblock.export.execution.stopping import decided
 
     decided()
     try:
@@ -439,8 +440,8 @@ def _json_with_artifacts(args):
     import contextlib
 
     from tfdropblock._files import stage_bytes
-    from tfdropblock.export.errors import OutputError
-    from tfdropblock.export.staging import committed_with
+    from tfdropblock.export.core.errors import OutputError
+    from tfdropblock.export.execution.staging import committed_with
 
     if not args.json or args.json == "-" or getattr(args, "out", None) is None:
         return contextlib.nullcontext([])
@@ -482,7 +483,7 @@ def _plot(args, report):
     """``--locate-plot``: the located layers' errors drawn to the file named."""
     if args.locate_plot is None:
         return
-    from tfdropblock.export.locate_plot import plot_layers
+    from tfdropblock.export.report.locate_plot import plot_layers
 
     try:
         drawn = plot_layers(report, args.locate_plot)
@@ -509,9 +510,9 @@ def _export(args):
 
 
 def _inspect(args):
-    from tfdropblock.export.errors import InputError
-    from tfdropblock.export.inspection import inspect_summary
-    from tfdropblock.export.report import SCHEMA_VERSION, versions
+    from tfdropblock.export.core.errors import InputError
+    from tfdropblock.export.execution.inspection import inspect_summary
+    from tfdropblock.export.report.report import SCHEMA_VERSION, versions
 
     summaries, errors, lines = [], [], []
     for path in [artifact for path in args.paths for artifact in _artifacts_in(path)]:

@@ -1,144 +1,25 @@
-"""What a format is, the registry of formats, and the verification every format goes through.
+"""What a format is, and the verification every format goes through.
 
 A :class:`Format` says everything the kit needs to know about one artifact format: its file
-name and companion files, how a :class:`~tfdropblock.export.run.Run` converts to it (and from
+name and companion files, how a :class:`~tfdropblock.export.run.run.Run` converts to it (and from
 which other format's artifact), how its graph is read from the raw artifact, which of its ops
 are random, how files of it are recognised, which runtimes load and run it, and, for a format
 with quantized modes, how it quantizes. :meth:`Format.check` is the one check sequence, the
-same for every format, float or quantized. The registry (:func:`register`, :func:`get`) is what
-the run, :func:`~tfdropblock.export.formatcheck.run_format`, ``inspect`` and the isolated
-runner's grouping read.
+same for every format, float or quantized. Formats register in
+:mod:`tfdropblock.export.run.registry`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable
 
 from tfdropblock._util import describe_error
-from tfdropblock.export import checks
-from tfdropblock.export.errors import ConversionError, InputError
-from tfdropblock.export.keras_exports import keras_export, renamed
-from tfdropblock.export.loading import check_regular_file
-from tfdropblock.export.report import CheckResult, Finding
-
-_REGISTRY = {}
-
-
-@dataclasses.dataclass(frozen=True)
-class Option:
-    """One option of a format, as polygraphy gives each backend its argument group.
-
-    ``name`` is the keyword of ``verify``/``export`` and the key in ``Settings.options`` and in
-    the report's ``settings``; ``check`` returns the value validated (InputError naming it)
-    and normalised; ``flag`` is the CLI flag (None: library only), a switch when
-    ``default`` is a bool or None, else typed by ``type``."""
-
-    name: str
-    default: Any
-    check: Callable[[Any], Any]
-    help: str = ""
-    flag: str | None = None
-    type: Callable[[str], Any] | None = None
-    quantized_only: bool = False  # an option of the quantized variants: reported when quantizing
-
-
-def check_bool(name):
-    """The ``check`` of a True/False option ``name``."""
-    def check(value):
-        if not isinstance(value, bool):
-            raise InputError(f"Invalid {name}={value!r}: expected True or False.")
-        return value
-
-    return check
-
-
-def options():
-    """{name: Option} of every registered format's options, in registration order."""
-    return {option.name: option for name in names() for option in _REGISTRY[name].options}
-
-
-def register(fmt):
-    """Add ``fmt`` (a :class:`Format` instance) to the registry, replacing one of its name."""
-    _REGISTRY[fmt.name] = fmt
-    return fmt
-
-
-def unregister(name):
-    """Remove format ``name`` (and nothing else) from the registry."""
-    _REGISTRY.pop(name, None)
-
-
-def get(name):
-    """The registered format ``name``; InputError for an unknown one."""
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise InputError(f"Invalid format={name!r}: expected one of {names()}.") from None
-
-
-def names():
-    """The registered formats' names: the float formats in registration order, then the
-    quantized variants in theirs."""
-    return tuple(sorted(_REGISTRY, key=lambda name: _REGISTRY[name].mode is not None))
-
-
-def check_formats(formats):
-    """Normalise ``formats`` (a name, comma-separated names, or an iterable) to a tuple of
-    registered format names."""
-    items = [formats] if isinstance(formats, str) else formats
-    try:
-        asked = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
-    except TypeError:
-        asked = None
-    if not asked or any(n not in _REGISTRY for n in asked):
-        raise InputError(f"Invalid formats={formats!r}: expected one or more of "
-                         f"{names()}.")
-    return tuple(dict.fromkeys(asked))
-
-
-def detect(path):
-    """The format of the artifact at ``path`` (InputError if none recognises it)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or directory.")
-    directory = path.is_dir()
-    head = b""
-    for fmt in _REGISTRY.values():  # by name first: reading a file may block (a FIFO)
-        if fmt.sniff(path, head):
-            return fmt.name
-    if not directory:
-        check_regular_file(path, "a SavedModel directory, a .tflite or an .onnx file")
-        try:
-            with open(path, "rb") as f:
-                head = f.read(8)
-        except OSError as e:
-            raise InputError(f"{path}: cannot read ({e.strerror}).") from None
-        for fmt in _REGISTRY.values():
-            if fmt.sniff(path, head):
-                return fmt.name
-    raise InputError(f"{path}: unknown artifact type: expected a SavedModel directory, a .tflite "
-                     "or an .onnx file.")
-
-
-def groups(formats):
-    """Formats grouped per child process: a format converted from another's artifact (TFLite
-    from the SavedModel) shares that format's process, and its conversion, when both are asked
-    for. Shared groups come first (they take longest), each in the order asked. Each format
-    still reports on its own, and if a child dies the rest of its group restarts in a fresh
-    one."""
-    formats = list(formats)
-
-    def root(name):
-        while get(name).converts_from in formats:
-            name = get(name).converts_from
-        return name
-
-    by_root = {}
-    for name in formats:
-        by_root.setdefault(root(name), []).append(name)
-    return sorted(by_root.values(), key=lambda group: len(group) == 1)
+from tfdropblock.export.checks import rules as checks
+from tfdropblock.export.core.errors import ConversionError, InputError
+from tfdropblock.export.formats.keras_exports import keras_export, renamed
+from tfdropblock.export.model.loading import check_regular_file
+from tfdropblock.export.core.results import CheckResult, Finding
 
 
 def read_bytes(path_or_bytes, kind):
@@ -197,7 +78,7 @@ class Format:
         raise NotImplementedError
 
     def read_graph(self, source, signature=None):
-        """The :class:`~tfdropblock.export.graphs.Graph` of a raw artifact: a path, or what
+        """The :class:`~tfdropblock.export.model.graphs.Graph` of a raw artifact: a path, or what
         :meth:`convert` returned. InputError when it is not one of this format."""
         raise NotImplementedError
 
@@ -273,9 +154,9 @@ class Format:
             check.details.update(self.located(run, artifact, check))
 
     def located(self, run, artifact, check):
-        """The parity details of :func:`~tfdropblock.export.locate.locate`, run through the
+        """The parity details of :func:`~tfdropblock.export.checks.locate.locate`, run through the
         first runtime whose parity failed (else the first)."""
-        from tfdropblock.export import locate
+        from tfdropblock.export.checks import locate
 
         failed = [c["runtime"] for c in check.details["comparisons"] if not c["ok"]]
         labels = list(dict.fromkeys(c["runtime"] for c in check.details["comparisons"]))
@@ -296,7 +177,7 @@ class Format:
             return locate.unavailable(f"locating failed: {describe_error(e)}")
 
     def probe(self, run, artifact, runtime):
-        """A :class:`~tfdropblock.export.locate.Probe` of the artifact's intermediate tensors
+        """A :class:`~tfdropblock.export.checks.locate.Probe` of the artifact's intermediate tensors
         run as ``runtime`` (a label of :meth:`runtimes`) runs it, for locating the first
         divergent layer; None when the format cannot expose them."""
         return None
@@ -317,7 +198,7 @@ class Format:
         raise NotImplementedError
 
     def twin_comparison(self, artifact, twin):
-        """A :class:`~tfdropblock.export.checks.TwinComparison` of two quantized artifacts."""
+        """A :class:`~tfdropblock.export.checks.rules.TwinComparison` of two quantized artifacts."""
         raise NotImplementedError
 
     def quantized_checks(self, mode, artifact):

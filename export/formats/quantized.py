@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import types
 
-from tfdropblock.export import checks
-from tfdropblock.export.errors import ConversionError, InputError
-from tfdropblock.export.formats.base import Format, get, names, register
-from tfdropblock.export.metrics import quality_check, thresholds_for
-from tfdropblock.export.report import FormatResult
+from tfdropblock.export.checks import rules as checks
+from tfdropblock.export.core.errors import ConversionError, InputError
+from tfdropblock.export.formats.base import Format
+from tfdropblock.export.run.registry import get, names, register
+from tfdropblock.export.checks.metrics import quality_check, thresholds_for
+from tfdropblock.export.core.results import FormatResult
 
 CALIBRATION_BATCHES, CALIBRATION_ROWS, CALIBRATION_SEED = 8, 8, 1000
 
@@ -209,7 +210,7 @@ def verify_quantized(fmt, mode, artifact, twin, inputs, expected, *, layer_names
             name-scope check; None looks for Keras's default names.
         thresholds: a :class:`~.metrics.Thresholds`; default: the mode's.
     Returns:
-        :class:`~tfdropblock.export.report.FormatResult`, settled. Raises nothing for a failed
+        :class:`~tfdropblock.export.core.results.FormatResult`, settled. Raises nothing for a failed
         check; InputError if an artifact cannot be parsed at all.
     """
     check_mode(fmt, mode)
@@ -226,7 +227,7 @@ def verify_quantized(fmt, mode, artifact, twin, inputs, expected, *, layer_names
 
 
 class _Given:
-    """The slice of a :class:`~tfdropblock.export.run.Run` that :meth:`Format.check` reads,
+    """The slice of a :class:`~tfdropblock.export.run.run.Run` that :meth:`Format.check` reads,
     over two artifacts already made and Keras's outputs already computed."""
 
     reference_how = "given"

@@ -1,0 +1,83 @@
+"""The artifacts Keras's own ``model.export`` makes, checked like the kit's (``exporter="keras"``).
+
+Each format names the ``model.export`` format it corresponds to (``keras_format``); the run
+calls Keras's exporter instead of the format's ``convert``. What Keras 3.15's exporters do,
+which the checks then judge as they find it:
+
+- ``tf_saved_model`` and ``onnx`` trace ``model(x)`` without ``training``: after a layer that
+  defaults ``training=True`` (Resizing, CenterCrop) later layers run in training mode (see
+  :mod:`.leaks`). The ONNX exporter runs tf2onnx with ``continue_on_error`` and reports
+  success for a file ONNX Runtime refuses.
+- ``litert`` calls ``model(x, training=False)`` but converts with Flex (select TF) ops allowed,
+  so an op with no builtin kernel becomes a Flex op the standard interpreter lacks.
+
+Keras names the artifacts' tensors its own way (ONNX outputs ``Identity:0``...):
+:func:`renamed` feeds and reads them under the names the kit's reports use.
+"""
+
+from __future__ import annotations
+
+from tfdropblock._util import describe_error
+from tfdropblock.export.core.errors import ConversionError
+
+
+def keras_export(model, keras_format, path, **kwargs):
+    """``model.export(path, format=keras_format, **kwargs)``; ConversionError on failure."""
+    try:
+        model.export(str(path), format=keras_format, verbose=False, **kwargs)
+    except Exception as e:
+        raise ConversionError(f"Keras's model.export(format={keras_format!r}) failed: "
+                              f"{describe_error(e, 500)}") from e
+    return path
+
+
+def renamed(io, runners, input_names, output_names):
+    """``(io, runners, names)`` with the artifact's tensors under the kit's names.
+
+    Names the artifact shares with the model are kept; otherwise, when the counts agree, the
+    artifact's inputs and outputs map in their declared order to ``input_names`` and
+    ``output_names`` (the order Keras flattens them in). ``names`` records each renaming
+    (``{"inputs": {kit: artifact}, "outputs": {artifact: kit}}``), empty when none was needed;
+    an artifact whose counts differ is left as it is, for the I/O check to report."""
+    into = _mapping([t["name"] for t in io["inputs"]], list(input_names))
+    outputs = _mapping([t["name"] for t in io["outputs"]], flat_order(output_names))
+    if into is None or outputs is None or not (into or outputs):
+        return io, runners, {}
+    inputs = {kit: artifact for artifact, kit in into.items()}
+    io = {"inputs": [{**t, "name": into.get(t["name"], t["name"])} for t in io["inputs"]],
+          "outputs": [{**t, "name": outputs.get(t["name"], t["name"])} for t in io["outputs"]]}
+    runners = {label: _Renamed(runner, inputs, outputs) for label, runner in runners.items()}
+    return io, runners, {"inputs": inputs, "outputs": outputs}
+
+
+def flat_order(output_names):
+    """The model's output names in the order Keras's exporters flatten the outputs: as they
+    are for ``output_0``, ``output_1``... (a list or a single tensor), sorted for the keys of
+    a dict, which ``keras.tree`` flattens in key order."""
+    names = list(output_names)
+    if names == [f"output_{i}" for i in range(len(names))]:
+        return names
+    return sorted(names)
+
+
+def _mapping(artifact, kit):
+    """{from: to} renaming ``artifact`` names to ``kit`` ones ({} when they already agree);
+    None when no renaming can be told (different counts)."""
+    if sorted(artifact) == sorted(kit):
+        return {}
+    if len(artifact) != len(kit):
+        return None
+    return {a: k for a, k in zip(artifact, kit) if a != k}
+
+
+class _Renamed:
+    """A runner fed and read under the kit's names: ``inputs`` {kit: artifact name},
+    ``outputs`` {artifact: kit name}."""
+
+    def __init__(self, runner, inputs, outputs):
+        self.runner, self.inputs, self.outputs = runner, inputs, outputs
+
+    def __call__(self, named_inputs):
+        fed = {self.inputs.get(name, name): value for name, value in named_inputs.items()}
+        return {self.outputs.get(name, name): value
+                for name, value in self.runner(fed).items()}
