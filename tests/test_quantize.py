@@ -358,8 +358,8 @@ def test_bad_arguments_name_the_argument_and_the_accepted_values(cnn, cnn_onnx):
         quantize_tflite(cnn["saved"], "int8")
     with pytest.raises(InputError, match="int8_io=True with mode='dynamic'"):
         quantize_tflite(cnn["saved"], "dynamic", int8_io=True)
-    with pytest.raises(InputError, match=r"calibration\[0\]: inputs \['x'\]; the artifact "
-                                         r"takes \['image'\]"):
+    with pytest.raises(InputError, match=r"calibration\[0\]: inputs \['x'\]; the artifact's "
+                                         r"are \['image'\]"):
         quantize_onnx(cnn_onnx[0], "int8", [{"x": np.zeros((1, 16, 16, 3), np.float32)}])
     with pytest.raises(InputError, match="NaN or infinite"):
         quantize_tflite(cnn["saved"], "int8", [{"image": np.full((1, 16, 16, 3), np.nan)}])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tfdropblock.export import formats, verify
+from tfdropblock.export import InputError, export, formats, verify
 
 TOY = Path(__file__).with_name("toy_format.py")
 
@@ -84,3 +84,45 @@ def test_cli_without_the_import_names_the_registered_formats(tiny_image_model, t
          "toy_saved_model", "--quiet"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "Invalid formats='toy_saved_model'" in proc.stderr and "'saved_model'" in proc.stderr
+
+
+def test_its_own_option_reaches_it_from_the_library(toy, tiny_image_model, tmp_path):
+    import toy_format
+
+    report = verify(tiny_image_model(), formats=(toy.name,), out_dir=tmp_path, toy_note="hi")
+    assert report.ok, str(report)
+    assert (tmp_path / "toy_saved_model" / toy_format.NOTE).read_text() == "hi"
+    assert report.settings["toy_note"] == "hi"
+    with pytest.raises(InputError, match=r"Invalid toy_note=3: expected a str"):
+        verify(tiny_image_model(), formats=(toy.name,), toy_note=3)
+
+
+def test_a_misspelt_option_names_the_close_one(toy, tiny_image_model, tmp_path):
+    with pytest.raises(InputError, match=r"Invalid option toy_nte='hi' of verify\(\): did you "
+                                         r"mean toy_note="):
+        verify(tiny_image_model(), formats=(toy.name,), toy_nte="hi")
+    with pytest.raises(InputError, match=r"of verify\(\): did you mean atol="):
+        verify(tiny_image_model(), atoll=1e-3)
+    with pytest.raises(InputError, match=r"Invalid option seed=1 of export\(\)"):
+        export(tiny_image_model(), tmp_path / "out", seed=1)  # a verify option, not export's
+    with pytest.raises(InputError, match=r"of export\(\): did you mean toy_note="):
+        export(tiny_image_model(), tmp_path / "out", formats=(toy.name,), toy_notes="hi")
+    written = export(tiny_image_model(), tmp_path / "out", formats=(toy.name,), toy_note="x")
+    assert (Path(written[toy.name]) / "NOTE.txt").read_text() == "x"
+
+
+def test_its_own_option_reaches_it_from_the_cli(tiny_image_model, tmp_path):
+    model = tmp_path / "tiny.keras"
+    tiny_image_model().save(model)
+    report, out = tmp_path / "report.json", tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfdropblock.cli", "verify", str(model), "--import", str(TOY),
+         "--formats", "toy_saved_model", "--toy-note", "from the CLI", "--out", str(out),
+         "--json", str(report), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(report.read_text())["settings"]["toy_note"] == "from the CLI"
+    assert (out / "toy_saved_model" / "NOTE.txt").read_text() == "from the CLI"
+    helped = subprocess.run(
+        [sys.executable, "-m", "tfdropblock.cli", "verify", "--import", str(TOY), "--help"],
+        capture_output=True, text=True, timeout=300)
+    assert helped.returncode == 0 and "--toy-note" in helped.stdout, helped.stdout

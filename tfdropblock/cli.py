@@ -242,6 +242,7 @@ def main(argv=None):
 
     previous = stopping.catch_stop_signals()
     try:
+        _import_plugins(argv)
         args = build_parser().parse_args(argv)
         _check_outputs(args)
         _import_tensorflow_quietly()
@@ -267,6 +268,23 @@ def main(argv=None):
         return EXIT_ERROR
     finally:
         stopping.release_stop_signals(previous, own_process=argv is None)
+
+
+def _import_plugins(argv):
+    """Import the ``--import`` modules before the parser is built, so that a format one
+    registers brings its options' flags (``--import my_format.py --my-option``)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--import", dest="imports", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    if not known.imports:
+        return
+    from tfdropblock.export import InputError
+    from tfdropblock.export.model.loading import import_modules, importable
+
+    try:
+        import_modules(importable(known.imports))
+    except InputError as e:
+        _fail(f"{PROG}: error: {e}", EXIT_USAGE)
 
 
 def _printable_paths():
@@ -340,45 +358,21 @@ def _progress(args):
 
 def _run_verify(args, out_dir, write):
     from tfdropblock.export import ExportKitError, InputError, verify
-    from tfdropblock.export.formats.quantized import check_quantize
-    from tfdropblock.export.formats import check_formats
-    from tfdropblock.export.model.loading import (import_modules, importable, read_npz,
-                                                  with_import_hint)
-    from tfdropblock.export.run.settings import labelled
+    from tfdropblock.export.model.loading import importable, read_npz, with_import_hint
 
     try:
         imports = importable(args.imports)
-        import_modules(imports)  # what they register (layers, formats) counts from here on
-        args.formats = check_formats(args.formats)
-        if args.load_outputs is not None:  # before the --labels checks, which assume --inputs
-            from tfdropblock.export.run.golden import check_alone
-
-            check_alone(args.inputs, args.labels)
+        # Every rule on the arguments is the library's: the CLI reads the files it names.
         inputs = read_npz(args.inputs, "--inputs") if args.inputs else None
-        if args.labels is None and args.max_accuracy_drop is not None:
-            raise InputError("--max-accuracy-drop needs --labels NAME: without labels there "
-                             "is no accuracy to judge.")
-        if args.labels is not None and inputs is None:
-            raise InputError(f"Invalid --labels {args.labels!r}: it names an array of the "
-                             "--inputs NPZ; pass --inputs NPZ.")
-        inputs, labels = labelled(inputs, args.labels, arg="--labels")
         calibration = read_npz(args.calibration, "--calibration") \
             if args.calibration else None
-        if args.batch_size < 1:
-            raise InputError(f"Invalid --batch-size={args.batch_size}: expected an int >= 1.")
-        if args.jobs is not None and args.jobs < 1:
-            raise InputError(f"Invalid --jobs={args.jobs}: expected an int >= 1.")
-        variants = check_quantize(args.quantize, args.formats, arg="--quantize")
-        if args.int8_io and "tflite:int8" not in variants:
-            raise InputError("--int8-io applies to TFLite int8 only: pass --quantize int8 with "
-                             "tflite in --formats.")
         exporter = getattr(args, "exporter", "tfdropblock")
         with _json_with_artifacts(args) as committed:
             report = verify(args.model, formats=args.formats, inputs=inputs, atol=args.atol,
                             rtol=args.rtol, out_dir=out_dir, **_format_options(args),
                             safe_mode=not args.unsafe, isolate=True, timeout=args.timeout,
                             jobs=args.jobs, write=write, imports=imports,
-                            quantize=args.quantize, labels=labels,
+                            quantize=args.quantize, labels=args.labels,
                             max_accuracy_drop=args.max_accuracy_drop,
                             batch_size=args.batch_size, calibration=calibration,
                             load_outputs=args.load_outputs,

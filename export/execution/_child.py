@@ -1,9 +1,9 @@
 """One isolated child of the verifier, and the messages it sends its parent.
 
-``python -m tfdropblock.export.execution._child JOB.pickle FD`` (a spawned child) or :func:`child_main`
-(a forked one) loads the model, converts and checks its formats and reports each on a pipe, as
-the message types below. The job file is written by the parent into its own private work
-directory; it is not an input from anyone else.
+``python -m tfdropblock.export.execution._child JOB.pickle FD`` (a spawned child) or
+:func:`child_main` (a forked one) loads the model, converts and checks its formats and reports
+each on a pipe, as the message types below. The job file is written by the parent into its own
+private work directory; it is not an input from anyone else.
 """
 
 from __future__ import annotations
@@ -89,15 +89,12 @@ def child_main(conn, job):
     try:
         from tfdropblock.export.core.errors import InputError, OutputError
         from tfdropblock.export.pipeline.formatcheck import check_each
-        from tfdropblock.export.model.loading import import_modules, load_model
+        from tfdropblock.export.model.loading import import_modules
         from tfdropblock.export.run.run import Run
 
         try:
             import_modules(job.imports)
-            model = default_model() if job.model is None else load_model(job.model,
-                                                                         job.safe_mode)
-            run = Run(model, job.work, job.settings,
-                      source=job.model or "tfdropblock.models.default_model()").choose_inputs()
+            run = Run.start(job.model, job.work, job.settings, job.safe_mode)
         except InputError as e:
             conn.send(Failed(INPUT, str(e)))
             return
@@ -134,18 +131,6 @@ def _die_with_parent(parent):
         return
     if parent is not None and os.getppid() != parent:  # it died before prctl took effect
         os._exit(1)
-
-
-def default_model():
-    """``tfdropblock.models.default_model()``, imported only when needed."""
-    from tfdropblock.export.core.errors import InputError
-
-    try:
-        from tfdropblock.models import default_model as build
-    except ImportError:
-        raise InputError("No model given and tfdropblock.models.default_model() is not "
-                         "available: pass a MODEL.keras path.") from None
-    return build()
 
 
 def main(argv):

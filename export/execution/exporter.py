@@ -8,9 +8,8 @@ from tfdropblock.export import formats as registry
 from tfdropblock.export.execution.atomic import check_out_dir
 from tfdropblock.export.core.errors import ConversionError, refused_write
 from tfdropblock.export.formats import check_formats
-from tfdropblock.export.formats.onnx.conversion import DEFAULT_OPSET
 from tfdropblock.export.model.loading import load_model
-from tfdropblock.export.run.registry import FORMATS
+from tfdropblock.export.run.registry import FORMATS, accept
 from tfdropblock.export.run.run import Run
 from tfdropblock.export.run.settings import Settings
 from tfdropblock.export.execution.staging import commit, destination, output_error, workspace
@@ -19,9 +18,11 @@ from tfdropblock.export.execution.staging import commit, destination, output_err
 ARTIFACTS = {name: registry.get(name).artifact for name in FORMATS}
 
 
-def export(model, out_dir, formats=FORMATS, *, input_signature=None, opset=DEFAULT_OPSET,
-           tflite_select_tf_ops=False, onnx_external_data=None, safe_mode=True, quantize=None,
-           int8_io=False, progress=None):
+# export's own options, beyond the formats' (registry.options): {keyword: default}.
+OPTIONS = {"input_signature": None, "safe_mode": True, "quantize": None, "progress": None}
+
+
+def export(model, out_dir, formats=FORMATS, **options):
     """Export ``model(x, training=False)`` to ``out_dir`` in each of ``formats``.
 
     Writes ``saved_model/`` (``keras.export.ExportArchive``, endpoint and signature ``serve``),
@@ -34,6 +35,10 @@ def export(model, out_dir, formats=FORMATS, *, input_signature=None, opset=DEFAU
     changes. Concurrent runs into one ``out_dir`` are safe: see
     :mod:`tfdropblock.export.execution.atomic`
     for what a reader sees.
+
+    Every option is a keyword, declared once: :data:`OPTIONS` and each registered format's
+    :class:`~tfdropblock.export.run.registry.Option` (a plugin format's own included); any
+    other name is an InputError naming the closest one.
 
     Args:
         model: a ``keras.Model`` or the path of a ``.keras`` file.
@@ -59,12 +64,12 @@ def export(model, out_dir, formats=FORMATS, *, input_signature=None, opset=DEFAU
     """
     from tfdropblock.export.formats.quantized import check_quantize
 
+    given = accept("export", options, OPTIONS, named=("formats",))
+    safe_mode, progress = given.pop("safe_mode"), given.pop("progress")
     formats = check_formats(formats)
-    variants = check_quantize(quantize, formats)
+    variants = check_quantize(given.pop("quantize"), formats)
     formats = tuple(dict.fromkeys(formats + variants))
-    settings = Settings.make(input_signature=input_signature, quantize=variants, opset=opset,
-                             tflite_select_tf_ops=tflite_select_tf_ops,
-                             onnx_external_data=onnx_external_data, int8_io=int8_io)
+    settings = Settings.make(quantize=variants, **given)
     check_out_dir(out_dir)  # before loading and converting: an unusable out_dir fails at once
     model = load_model(model, safe_mode)
     say = progress or (lambda fmt, message: None)

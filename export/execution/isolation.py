@@ -24,7 +24,6 @@ from pathlib import Path
 
 from tfdropblock._compat import tf_initialized
 from tfdropblock.export import formats as registry
-from tfdropblock.export.run import golden
 from tfdropblock.export.execution._child import (ERROR, INPUT, OUTPUT, Done, Failed, Job, Progress,
                                                  child_main)
 from tfdropblock._files import held_signals
@@ -35,7 +34,7 @@ from tfdropblock.export.core.results import ERROR as ERROR_STATUS
 from tfdropblock.export.core.results import FormatResult
 from tfdropblock.export.run.settings import DEFAULT_TIMEOUT
 from tfdropblock.export.execution import staging
-from tfdropblock.export.execution.staging import output_error, workspace
+from tfdropblock.export.execution.staging import output_error
 
 
 
@@ -56,21 +55,22 @@ def verify_isolated(model_path, formats, settings, out_dir=None, safe_mode=True,
         model_path = str(check_model_file(model_path))
     jobs = jobs or min(len(registry.groups(formats)), os.cpu_count() or 1)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise InputError(f"Invalid jobs={jobs!r}: expected an int >= 1.")
+        raise InputError(f"Invalid jobs={jobs!r} (--jobs): expected an int >= 1.")
     method = start_method or ("fork" if fork_is_safe() else "spawn")
     if method not in ("fork", "spawn"):
         raise InputError(f"Invalid start_method={method!r}: expected 'fork' or 'spawn'.")
 
-    with workspace(out_dir) as work:
+    def isolated(work):
         template = Job(model=model_path, formats=(), settings=settings, safe_mode=safe_mode,
                        work=str(work), log="", imports=tuple(imports), parent=os.getpid())
         outcomes = schedule(template, formats, method, timeout, jobs, progress)
         report, staged = assemble(formats, outcomes, model_path, settings, out_dir,
                                   isolation=method, timeout_s=timeout, jobs=jobs)
-        if settings.save_outputs:
-            save_compared(settings.save_outputs, outcomes, report)
-        staging.commit_passed(report, staged, out_dir, write)
-    return report
+        compared = next((o.compared for o in outcomes.values()
+                         if isinstance(o, Done) and o.compared is not None), None)
+        return report, staged, compared
+
+    return staging.verified(out_dir, write, settings, isolated)
 
 
 class _Lost:
@@ -172,17 +172,6 @@ def assemble(formats, outcomes, model_path, settings, out_dir, **extra_settings)
                                         exporter=settings.exporter)
     model_info = model_info or {"name": None, "source": model_path}
     return build_report(model_info, results, settings, **extra_settings), staged
-
-
-def save_compared(path, outcomes, report):
-    """Write what the children compared with to ``path`` (every child computes the same);
-    a run where no child got that far says so in the report's notes."""
-    compared = next((o.compared for o in outcomes.values()
-                     if isinstance(o, Done) and o.compared is not None), None)
-    if compared is None:
-        report.notes.append(f"save_outputs: {path} not written: no format was checked")
-        return
-    golden.save(path, *compared)
 
 
 def _launch(mp, job):

@@ -18,6 +18,7 @@ from tfdropblock._files import held_signals
 from tfdropblock.export.execution.atomic import commit_many, staging_dir, work_dir
 from tfdropblock.export.core.errors import OutputError
 from tfdropblock.export.core.results import PASSED
+from tfdropblock.export.run import golden
 
 
 @contextlib.contextmanager
@@ -94,6 +95,23 @@ def commit(out_dir, staged, report=None):
         for tmp, _ in also:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def verified(out_dir, write, settings, produce):
+    """The one flow of a verification, in-process or isolated: in a :func:`workspace`,
+    ``produce(work)`` returns ``(report, {format: staged folder}, compared)``, ``compared``
+    being the inputs and the outputs compared with (``(batches, expected)``, None when no
+    format got that far); they go to ``settings.save_outputs`` when asked, then the formats
+    ``write`` selects are committed to ``out_dir``. Returns the report."""
+    with workspace(out_dir) as work:
+        report, staged, compared = produce(work)
+        if settings.save_outputs and compared is None:
+            report.notes.append(f"save_outputs: {settings.save_outputs} not written: no format "
+                                "was checked")
+        elif settings.save_outputs:
+            golden.save(settings.save_outputs, *compared)
+        commit_passed(report, staged, out_dir, write)
+    return report
 
 
 def commit_passed(report, staged_dirs, out_dir, write="passed"):

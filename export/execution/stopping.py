@@ -1,8 +1,8 @@
 """SIGINT and SIGTERM stop a run (exit 130 / 143) until its outcome is decided.
 
 The outcome is decided from the moment artifacts start moving into place
-(:func:`~tfdropblock.export.execution.atomic.commits_begun` grows: renames cannot be undone, and a stop
-then would report 130 over a replaced output), or once the caller says so with
+(:func:`~tfdropblock.export.execution.atomic.commits_begun` grows: renames cannot be undone, and
+a stop then would report 130 over a replaced output), or once the caller says so with
 :func:`decided` (its report is being written, or it is returning). A stop before that raises
 :class:`Interrupted` (a KeyboardInterrupt carrying the signal) in the main thread.
 """

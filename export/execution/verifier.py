@@ -9,26 +9,25 @@ from tfdropblock.export.execution.atomic import check_output_file
 from tfdropblock.export.core.errors import InputError, OutputError
 from tfdropblock.export.report.report import build_report
 from tfdropblock.export.pipeline.formatcheck import check_each
-from tfdropblock.export.formats.onnx.conversion import DEFAULT_OPSET
 from tfdropblock.export.formats.quantized import check_quantize
 from tfdropblock.export.formats import check_formats
 from tfdropblock.export.model.loading import import_modules, load_model
 from tfdropblock.export.run.run import Run
-from tfdropblock.export.run.registry import FORMATS
-from tfdropblock.export.run.settings import (BATCH_SIZE, DEFAULT_TIMEOUT, WRITE_POLICIES, Settings,
-                                        check_choice, labelled)
+from tfdropblock.export.run.registry import FORMATS, accept
+from tfdropblock.export.run.settings import (DEFAULT_TIMEOUT, WRITE_POLICIES, Settings,
+                                             check_choice, labelled)
 from tfdropblock.export.execution import staging
-from tfdropblock.export.execution.staging import output_error, workspace
+from tfdropblock.export.execution.staging import output_error
 
 
-def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_signature=None,
-           opset=DEFAULT_OPSET, out_dir=None, safe_mode=True, isolate=False,
-           timeout=DEFAULT_TIMEOUT,
-           jobs=None, seed=0, tflite_select_tf_ops=False, onnx_external_data=None,
-           write="passed", imports=(), reference="auto", quantize=None, int8_io=False,
-           labels=None, max_accuracy_drop=None, batch_size=BATCH_SIZE, calibration=None,
-           load_outputs=None, save_outputs=None, exporter="tfdropblock", locate=False,
-           progress=None):
+# verify's own options, beyond the Settings fields (Settings.keywords) and the formats'
+# options (registry.options): {keyword: default}.
+OPTIONS = {"out_dir": None, "safe_mode": True, "isolate": False, "timeout": DEFAULT_TIMEOUT,
+           "jobs": None, "write": "passed", "imports": (), "load_outputs": None,
+           "progress": None}
+
+
+def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, **options):
     """Export ``model`` and check, per format, that DropBlock folds away.
 
     For each format: **structure** (the op multiset reachable from the inference entry point of
@@ -41,6 +40,12 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
     model's **training-mode leaks** (``report.training_mode_leaks``, see :mod:`.leaks`):
     layers whose output differs between ``model(x)`` and ``model(x, training=False)``. The
     kit's exports pass ``training=False``, so there they are warnings.
+
+    Every option is a keyword, declared once: :data:`OPTIONS` (how the run is executed), the
+    fields of :class:`~tfdropblock.export.run.settings.Settings` (what it checks), and each
+    registered format's :class:`~tfdropblock.export.run.registry.Option` (``opset``,
+    ``onnx_external_data``, ``tflite_select_tf_ops``, ``int8_io``, and a plugin format's own);
+    any other name is an InputError naming the closest one.
 
     Args:
         model: a ``keras.Model``, or the path of a ``.keras`` file (loaded with ``safe_mode``).
@@ -117,25 +122,26 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
         OutputError (an InputError): ``out_dir`` or the work directory cannot be written, or
             the filesystem refused a write (disk full, quota, file-size limit).
     """
-    import_modules(imports)  # first: a module may register a format
+    import_modules(options.get("imports", ()))  # first: a module may register a format
+    given = accept("verify", options, {**OPTIONS, **Settings.keywords()},
+                   named=("formats", "inputs", "atol", "rtol"))
+    out_dir, safe_mode, isolate, timeout, jobs, write, imports, load_outputs, progress = (
+        given.pop(name) for name in OPTIONS)
     formats = check_formats(formats)
-    variants = check_quantize(quantize, formats)
+    quantize = given.pop("quantize")  # modes here; Settings.quantize holds the variants
+    variants = check_quantize(None if quantize == () else quantize, formats,
+                              arg="quantize (--quantize)")
     formats = tuple(dict.fromkeys(formats + variants))
     if load_outputs is not None:
-        golden.check_alone(inputs, labels)
-    inputs, labels = labelled(inputs, labels)
+        golden.check_alone(inputs, given["labels"])
+    inputs, labels = labelled(inputs, given.pop("labels"), arg="labels (--labels)")
     stored = golden.load(load_outputs) if load_outputs is not None else None
+    save_outputs = given.pop("save_outputs")
     if save_outputs is not None:  # fail before converting for minutes, not after
         check_output_file(save_outputs, "save_outputs (--save-outputs)")
         save_outputs = str(save_outputs)
-    settings = Settings.make(inputs=inputs, labels=labels, max_accuracy_drop=max_accuracy_drop,
-                             batch_size=batch_size, calibration=calibration, atol=atol,
-                             rtol=rtol, golden=stored, save_outputs=save_outputs,
-                             locate=locate,
-                             input_signature=input_signature, seed=seed, reference=reference,
-                             quantize=variants, opset=opset, exporter=exporter,
-                             tflite_select_tf_ops=tflite_select_tf_ops,
-                             onnx_external_data=onnx_external_data, int8_io=int8_io)
+    settings = Settings.make(inputs=inputs, labels=labels, atol=atol, rtol=rtol, golden=stored,
+                             save_outputs=save_outputs, quantize=variants, **given)
     check_choice("write", write, WRITE_POLICIES)
     check_keras_formats(settings, formats)
     if isolate:
@@ -148,18 +154,18 @@ def verify(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, *, input_s
                                timeout=timeout, jobs=jobs, progress=progress, write=write,
                                imports=imports)
     source = str(model) if isinstance(model, (str, os.PathLike)) else None
-    model = load_model(model, safe_mode)
-    with workspace(out_dir) as work:
-        run = Run(model, work, settings, source=source).choose_inputs()
+    model = load_model(model, safe_mode)  # before any work directory
+
+    def in_process(work):
+        run = Run.start(model, work, settings, source=source)
         try:
             results = dict(check_each(run, formats, progress))
         except OutputError as e:
             raise output_error(out_dir, e) from None
-        report = build_report(run.model_info(), results, settings)
-        if save_outputs is not None:
-            golden.save(save_outputs, run.batches, run.expected)
-        staging.commit_passed(report, {fmt: work / "main" for fmt in formats}, out_dir, write)
-    return report
+        return (build_report(run.model_info(), results, settings),
+                {fmt: work / "main" for fmt in formats}, (run.batches, run.expected))
+
+    return staging.verified(out_dir, write, settings, in_process)
 
 
 def check_keras_formats(settings, formats):

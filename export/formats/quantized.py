@@ -11,13 +11,7 @@ reference, and goes through the same check sequence as every format
 (:meth:`Format.check`), with the twin and quality comparisons in place of parity. It is
 grouped with its float format (same child process, conversions shared).
 
-Calibration (int8 only): the calibration inputs when given (``calibration=``,
-``--calibration``: real training images, say, in batches of ``batch_size`` rows; set by
-:meth:`Run.choose_inputs`, which checks them before any conversion), else the
-user's inputs (every row, as given; with labels, the first batch) when there are any, else
-generated batches (:data:`CALIBRATION_BATCHES` batches of :data:`CALIBRATION_ROWS` rows,
-drawn from the distribution the verification's own generated inputs use, with other seeds):
-the evaluation batches are never the generated calibration batches.
+Calibration (int8 only) is the run's: :func:`tfdropblock.export.run.calibration.of_run`.
 """
 
 from __future__ import annotations
@@ -25,13 +19,12 @@ from __future__ import annotations
 import types
 
 from tfdropblock.export.checks import rules as checks
+from tfdropblock.export.run.calibration import of_run as run_calibration
 from tfdropblock.export.core.errors import ConversionError, InputError
 from tfdropblock.export.formats.base import Format
 from tfdropblock.export.run.registry import get, names, register
 from tfdropblock.export.checks.metrics import quality_check, thresholds_for
 from tfdropblock.export.core.results import FormatResult
-
-CALIBRATION_BATCHES, CALIBRATION_ROWS, CALIBRATION_SEED = 8, 8, 1000
 
 
 def modes():
@@ -94,29 +87,6 @@ def check_quantize(quantize, formats, arg="quantize"):
                                             every.index(n.split(":")[1]))))
 
 
-def calibration(run):
-    """The int8 calibration batches of ``run`` and how they were made (see the module
-    docstring): the run's own when it was given some, else made once and kept there."""
-    if run.calibration is None:
-        signature, settings = run.signature, run.settings
-        if settings.labels is not None:  # the first batch: all rows need not fit at once
-            rows = len(next(iter(run.batches[0].values())))
-            run.calibration = ([run.batches[0]], f"user inputs (the first {rows} rows)")
-        elif settings.inputs is not None:
-            run.calibration = ([signature.name_inputs(settings.inputs)], "user inputs")
-        elif settings.golden is not None:
-            run.calibration = ([run.batches[0]], "the stored inputs (load_outputs)")
-        else:
-            distribution = run.generated
-            kwargs = {"distribution": distribution} if distribution else {}
-            run.calibration = (
-                [signature.generate(CALIBRATION_ROWS, CALIBRATION_SEED + settings.seed + i,
-                                    **kwargs) for i in range(CALIBRATION_BATCHES)],
-                f"generated: {CALIBRATION_BATCHES} batches of {CALIBRATION_ROWS}"
-                + (f" ({distribution})" if distribution else ""))
-    return run.calibration
-
-
 class QuantizedFormat(Format):
     """Format ``base`` quantized as ``mode``: the float format's hooks do the work."""
 
@@ -139,7 +109,7 @@ class QuantizedFormat(Format):
     def convert(self, run, reference):
         from tfdropblock._util import describe_error
 
-        batches = calibration(run)[0] if self.mode == "int8" else None
+        batches = run_calibration(run)[0] if self.mode == "int8" else None
         try:
             return self.float_format.quantize(run, self.mode, reference, batches)
         except (ConversionError, InputError):
@@ -184,7 +154,7 @@ class QuantizedFormat(Format):
         result.warnings.extend(warnings)
         result.quantization = {
             "format": self.base, "mode": self.mode, "bytes": _size(artifact),
-            "calibration": calibration(run)[1] if self.mode == "int8" else None,
+            "calibration": run_calibration(run)[1] if self.mode == "int8" else None,
             "int8_io": None, **self.float_format.quantization_info(run, self.mode)}
 
 

@@ -188,9 +188,9 @@ class Signature:
         import tensorflow as tf
 
         if isinstance(inputs, dict):
-            missing = [n for n in self.names if n not in inputs]
-            if missing:
-                raise InputError(f"Invalid {arg}: missing {missing}; expected keys {self.names}.")
+            mismatch = name_mismatch(inputs, self.names, extra_ok=True)
+            if mismatch:
+                raise InputError(f"Invalid {arg}: inputs {mismatch}.")
             flat = [inputs[n] for n in self.names]
         else:
             flat = tf.nest.flatten(inputs)
@@ -210,6 +210,19 @@ class Signature:
                                  "and a comparison of NaN with NaN proves nothing.")
             named[spec.name] = arr
         return named
+
+
+def name_mismatch(have, want, extra_ok=False, whose="the model's"):
+    """The one check of a set of names against the model's (user inputs, calibration
+    batches, stored inputs and outputs): None when ``have`` holds every name of ``want`` (and,
+    unless ``extra_ok``, no other), else what differs, for the caller's InputError."""
+    missing = [n for n in want if n not in have]
+    extra = [] if extra_ok else [n for n in have if n not in want]
+    if not missing and not extra:
+        return None
+    return (f"{sorted(have)}; {whose} are {list(want)}"
+            + (f" (missing {missing})" if missing else "")
+            + (f" (extra {extra})" if extra else ""))
 
 
 def named_outputs(outputs):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfdropblock.export.core.errors import InputError
+from tfdropblock.export.model.signature import name_mismatch
 
 
 def check_calibration(calibration, inputs, mode="int8"):
@@ -34,9 +35,9 @@ def check_calibration(calibration, inputs, mode="int8"):
         if not isinstance(batch, dict):
             raise InputError(f"Invalid calibration[{i}] of type {type(batch).__name__}: "
                              f"expected a dict {{input name: array}} with keys {sorted(inputs)}.")
-        if sorted(batch) != sorted(inputs):
-            raise InputError(f"Invalid calibration[{i}]: inputs {sorted(batch)}; the artifact "
-                             f"takes {sorted(inputs)}.")
+        mismatch = name_mismatch(batch, sorted(inputs), whose="the artifact's")
+        if mismatch:
+            raise InputError(f"Invalid calibration[{i}]: inputs {mismatch}.")
         named, rows = {}, set()
         for name, dtype in inputs.items():
             array = np.asarray(batch[name])
@@ -72,3 +73,37 @@ def given_calibration(signature, settings):
     rows, size = rows.pop(), settings.batch_size
     batches = [{k: a[i:i + size] for k, a in named.items()} for i in range(0, rows, size)]
     return batches, f"given: {rows} rows"
+
+
+CALIBRATION_BATCHES, CALIBRATION_ROWS, CALIBRATION_SEED = 8, 8, 1000
+
+
+def of_run(run):
+    """The int8 calibration batches of ``run`` and how they were made, decided once and kept
+    in ``run.calibration``: the given ones (``calibration=``, ``--calibration``: real training
+    images, say, in batches of ``batch_size`` rows; :meth:`Run.choose_inputs` calls this first,
+    so that they are checked before any conversion), else the user's inputs (every row, as
+    given; with labels, the first batch), else the stored ones, else generated batches
+    (:data:`CALIBRATION_BATCHES` batches of :data:`CALIBRATION_ROWS` rows, drawn from the
+    distribution the run's own generated inputs use, with other seeds): the evaluation
+    batches are never the generated calibration batches. The one calibration path."""
+    if run.calibration is None:
+        signature, settings = run.signature, run.settings
+        if settings.calibration is not None:
+            run.calibration = given_calibration(signature, settings)
+        elif settings.labels is not None:  # the first batch: all rows need not fit at once
+            rows = len(next(iter(run.batches[0].values())))
+            run.calibration = ([run.batches[0]], f"user inputs (the first {rows} rows)")
+        elif settings.inputs is not None:
+            run.calibration = ([signature.name_inputs(settings.inputs)], "user inputs")
+        elif settings.golden is not None:
+            run.calibration = ([run.batches[0]], "the stored inputs (load_outputs)")
+        else:
+            distribution = run.generated
+            kwargs = {"distribution": distribution} if distribution else {}
+            run.calibration = (
+                [signature.generate(CALIBRATION_ROWS, CALIBRATION_SEED + settings.seed + i,
+                                    **kwargs) for i in range(CALIBRATION_BATCHES)],
+                f"generated: {CALIBRATION_BATCHES} batches of {CALIBRATION_ROWS}"
+                + (f" ({distribution})" if distribution else ""))
+    return run.calibration

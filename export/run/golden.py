@@ -20,6 +20,7 @@ import numpy as np
 
 from tfdropblock.export.core.errors import InputError, OutputError
 from tfdropblock.export.model.loading import read_npz
+from tfdropblock.export.model.signature import name_mismatch
 
 FORMAT = "tfdropblock.golden"
 VERSION = 1
@@ -70,12 +71,9 @@ class Golden:
         return batches, outputs
 
     def _same_names(self, what, have, want):
-        missing = [n for n in want if n not in have]
-        extra = [n for n in have if n not in want]
-        if missing or extra:
-            self._fail(f"{what} are {sorted(have)}; the model's are {list(want)}"
-                       + (f" (missing {missing})" if missing else "")
-                       + (f" (extra {extra})" if extra else ""))
+        mismatch = name_mismatch(have, want)
+        if mismatch:
+            self._fail(f"{what} are {mismatch}")
 
     def _fail(self, why):
         raise InputError(f"Invalid {_FLAG} {self.path}: {why}.")

@@ -12,6 +12,7 @@ which every entry point (``verify``, ``export``, ``inspect``, the CLI) does firs
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +41,8 @@ class Option:
     flag: str | None = None
     type: Callable[[str], Any] | None = None
     quantized_only: bool = False  # an option of the quantized variants: reported when quantizing
+    # The variant ("tflite:int8") the option means something for: set otherwise, an InputError.
+    applies_to: str | None = None
 
 
 def check_bool(name):
@@ -50,6 +53,22 @@ def check_bool(name):
         return value
 
     return check
+
+
+def accept(caller, given, own, named=()):
+    """The keyword options ``given`` to ``caller`` (``"verify"``, ``"export"``), with ``own``'s
+    defaults ({name: default}: the caller's declared options) filled in: InputError for a name
+    that is neither the caller's nor a registered format's option, naming the closest one
+    (among them and the caller's ``named`` parameters)."""
+    known = [*own, *options()]
+    unknown = [name for name in given if name not in known]
+    if unknown:
+        name = unknown[0]
+        close = difflib.get_close_matches(name, [*named, *known], n=1)
+        raise InputError(f"Invalid option {name}={given[name]!r} of {caller}()"
+                         + (f": did you mean {close[0]}=?" if close else "")
+                         + f" Its options are {', '.join(known)}.")
+    return {**own, **given}
 
 
 def options():

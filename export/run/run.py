@@ -12,14 +12,17 @@ checked on and Keras's outputs on them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from tfdropblock._util import describe_error
+from tfdropblock.export.core.errors import InputError
+from tfdropblock.export.model.loading import load_model
 from tfdropblock.export.run import inputs
 from tfdropblock.export.run import tolerance
-from tfdropblock.export.run.calibration import given_calibration
+from tfdropblock.export.run.calibration import of_run as choose_calibration
 from tfdropblock.export.run import registry
 from tfdropblock.export.model.tf_graph import traced_graph
 from tfdropblock.export.model.identity import dropblock_names, dropblocks_as_identity
@@ -32,11 +35,24 @@ class Run:
     """One model's run under ``settings`` in ``workdir``.
 
     ``calibration``: int8 calibration batches and how they were made, ``(batches, how)``; None
-    makes them when first needed (see :func:`.formats.quantized.calibration`).
+    makes them when first needed (see :func:`.calibration.of_run`).
     """
 
     # Quantized quality floors (a metrics.Thresholds); None: each mode's defaults.
     thresholds = None
+
+    @classmethod
+    def start(cls, model, workdir, settings, safe_mode=True, source=None):
+        """The one way a verification builds its run, in-process and in every isolated child:
+        ``model`` (a ``keras.Model``, the path of a ``.keras`` file, or None for
+        ``tfdropblock.models.default_model()``) loaded, then :meth:`choose_inputs`. ``source``:
+        where a ``keras.Model`` came from, for the report."""
+        if model is None:
+            source, model = DEFAULT_MODEL, default_model()
+        else:
+            source = str(model) if isinstance(model, (str, os.PathLike)) else source
+            model = load_model(model, safe_mode)
+        return cls(model, workdir, settings, source=source).choose_inputs()
 
     def __init__(self, model, workdir, settings=None, *, source=None, calibration=None):
         self.model = model
@@ -114,10 +130,10 @@ class Run:
         for name in ("atol", "rtol"):
             tolerance.check_names(name, getattr(settings, name), list(self.expected[0]))
         self.io = inputs.keras_io(signature, self.batches, self.expected)
-        if settings.calibration is not None and self.calibration is None:
+        if settings.calibration is not None:
             # Checked here, before any conversion, so that a file that does not fit is bad
             # usage, not an int8 variant's error.
-            self.calibration = given_calibration(signature, settings)
+            choose_calibration(self)
         first = self.batches[0]
         try:
             self.training_mode_leaks = training_mode_leaks(
@@ -229,6 +245,19 @@ class Run:
         """Convert ``fmt`` for export: ConversionError if it cannot make a valid artifact."""
         registry.get(fmt).exportable(self, self.get(fmt))
         return self.path(fmt)
+
+
+DEFAULT_MODEL = "tfdropblock.models.default_model()"
+
+
+def default_model():
+    """``tfdropblock.models.default_model()``, imported only when needed."""
+    try:
+        from tfdropblock.models import default_model as build
+    except ImportError:
+        raise InputError("No model given and tfdropblock.models.default_model() is not "
+                         "available: pass a MODEL.keras path.") from None
+    return build()
 
 
 def keras_outputs(model, signature, named):

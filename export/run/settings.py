@@ -59,6 +59,13 @@ class Settings:
     options: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
+    def keywords(cls):
+        """{keyword: default} of the fields ``verify`` takes as keyword options (the inputs,
+        tolerances and stored outputs it takes otherwise)."""
+        return {f.name: f.default for f in dataclasses.fields(cls)
+                if f.name not in ("inputs", "atol", "rtol", "golden", "options")}
+
+    @classmethod
     def make(cls, **kwargs):
         """Settings from keywords, the formats' options among them."""
         fields = {f.name for f in dataclasses.fields(cls)} - {"options"}
@@ -91,21 +98,26 @@ class Settings:
                                  "there is no accuracy to judge.")
             set_("max_accuracy_drop", float(drop))
         if not is_int(self.batch_size) or self.batch_size < 1:
-            raise InputError(f"Invalid batch_size={self.batch_size!r}: expected an int >= 1.")
+            raise InputError(f"Invalid batch_size={self.batch_size!r} (--batch-size): expected "
+                             "an int >= 1.")
         set_("batch_size", int(self.batch_size))
         if self.calibration is not None and not any(v.endswith(":int8") for v in self.quantize):
             raise InputError("calibration (--calibration) is the int8 calibration data: it "
                              "needs an int8 variant (quantize='int8', --quantize int8).")
         check_choice("exporter", self.exporter, EXPORTERS)
-        if not isinstance(self.locate, bool):
-            raise InputError(f"Invalid locate={self.locate!r}: expected True or False.")
+        registry.check_bool("locate")(self.locate)
         known = registry.options()
-        unknown = sorted(set(self.options) - set(known))
-        if unknown:
-            raise InputError(f"Invalid option {unknown[0]}={self.options[unknown[0]]!r}: the "
-                             f"formats' options are {tuple(known)}.")
+        registry.accept("Settings", self.options, {})
         set_("options", {name: option.check(self.options.get(name, option.default))
                          for name, option in known.items()})
+        for name, option in known.items():
+            value = self.options[name]
+            if option.applies_to and value != option.default and \
+                    option.applies_to not in self.quantize:
+                fmt, _, mode = option.applies_to.partition(":")
+                raise InputError(f"{option.flag or name} applies to {registry.get(fmt).title} "
+                                 f"{mode} only ({name}={value!r}): pass --quantize {mode} "
+                                 f"(quantize={mode!r}) with {fmt} in --formats.")
         if self.exporter == "keras":
             check_keras_exportable(self)
 
@@ -200,6 +212,9 @@ def labelled(inputs, labels, arg="labels"):
     model's inputs. InputError naming ``arg`` otherwise."""
     if labels is None:
         return inputs, None
+    if isinstance(labels, str) and inputs is None:
+        raise InputError(f"Invalid {arg} {labels!r}: it names an array of the inputs; pass them "
+                         "(inputs=, --inputs NPZ).")
     if isinstance(labels, str):
         if not isinstance(inputs, dict) or labels not in inputs:
             have = sorted(inputs) if isinstance(inputs, dict) else None

@@ -8,9 +8,9 @@ from tfdropblock.export.formats.onnx.runtime import OrtRunner
 
 
 def onnx_probe(proto, level, label):
-    """A :class:`~tfdropblock.export.checks.locate.Probe` of the main graph: a copy of the model with
-    every node output made a graph output (typed by ONNX shape inference where it can), run by
-    ONNX Runtime at ``level``. Extra outputs keep ONNX Runtime from fusing the nodes that make
+    """A :class:`~tfdropblock.export.checks.locate.Probe` of the main graph: a copy of the model
+    with every node output made a graph output (typed by ONNX shape inference where it can), run
+    by ONNX Runtime at ``level``. Extra outputs keep ONNX Runtime from fusing the nodes that make
     them, so at the default level the probe can differ from the deployed graph's kernels."""
     import onnx
 

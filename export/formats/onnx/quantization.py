@@ -15,6 +15,7 @@ from tfdropblock.export.run.calibration import check_calibration
 from tfdropblock.export.checks.rules import MAX_DIFFERENCES, TwinComparison
 from tfdropblock.export.core.errors import ConversionError, InputError
 from tfdropblock.export.formats.quantized import check_mode
+from tfdropblock.export.run.registry import check_bool
 from tfdropblock.export.formats.onnx.reader import load_onnx, onnx_graph, onnx_inputs
 
 ONNX_MODES = ("dynamic", "int8")
@@ -70,9 +71,8 @@ def quantize_onnx(model, mode, calibration=None, *, per_channel=True, reduce_ran
                                           quant_pre_process, quantize_dynamic, quantize_static)
 
     check_mode("onnx", mode)
-    for name, flag in (("per_channel", per_channel), ("reduce_range", reduce_range)):
-        if not isinstance(flag, bool):
-            raise InputError(f"Invalid {name}={flag!r}: expected True or False.")
+    check_bool("per_channel")(per_channel)
+    check_bool("reduce_range")(reduce_range)
     proto = _onnx_proto(model)
     left = onnx_graph(proto).unsupported_ops
     if left:

@@ -30,9 +30,10 @@ class TFLiteFormat(Format):
     converts_from = "saved_model"
     modes = TFLITE_MODES
     options = (
-        Option("tflite_select_tf_ops", False, bool,
+        Option("tflite_select_tf_ops", False, check_bool("tflite_select_tf_ops"),
                help="allow TensorFlow (Flex) ops, which the standard LiteRT runtime refuses"),
         Option("int8_io", False, check_bool("int8_io"), flag="--int8-io", quantized_only=True,
+               applies_to="tflite:int8",
                help="TFLite int8 with integer inputs and outputs (default: float)"),
     )
     refused_by = "TFLite converter (builtin ops only)"

@@ -11,6 +11,7 @@ from tfdropblock.export.run.calibration import check_calibration
 from tfdropblock.export.checks.rules import MAX_DIFFERENCES, TwinComparison
 from tfdropblock.export.core.errors import InputError
 from tfdropblock.export.formats.quantized import check_mode
+from tfdropblock.export.run.registry import check_bool
 from tfdropblock.export.formats.saved_model.conversion import ENDPOINT
 from tfdropblock.export.formats.saved_model.reader import read_saved_model
 from tfdropblock.export.formats.tflite.conversion import _converter, _run_converter
@@ -56,8 +57,7 @@ def quantize_tflite(saved_model_dir, mode, calibration=None, *, int8_io=False):
     import tensorflow as tf
 
     check_mode("tflite", mode)
-    if not isinstance(int8_io, bool):
-        raise InputError(f"Invalid int8_io={int8_io!r}: expected True or False.")
+    check_bool("int8_io")(int8_io)
     if int8_io and mode != "int8":
         raise InputError(f"Invalid int8_io=True with mode={mode!r}: int8 inputs and outputs "
                          "need mode='int8'.")
