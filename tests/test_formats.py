@@ -73,3 +73,12 @@ def test_a_registered_variant_is_verified_exported_and_grouped(monkeypatch, tmp_
     written = export(model, tmp_path / "e", formats=("tflite_copy",))
     assert written == {"tflite_copy": str(tmp_path / "e" / "copy.tflite")}
     assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["copy.tflite"]
+
+
+def test_a_run_and_the_given_slice_are_the_one_format_run(tiny_image_model, tmp_path):
+    from tfdropblock.export.formats.quantized import _Given
+    from tfdropblock.export.run.run import Run
+    from tfdropblock.export.run.view import FormatRun
+
+    assert isinstance(Run(tiny_image_model(), tmp_path, Settings()), FormatRun)
+    assert isinstance(_Given(None, None, [], [], None), FormatRun)

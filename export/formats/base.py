@@ -162,7 +162,7 @@ class Format:
         labels = list(dict.fromkeys(c["runtime"] for c in check.details["comparisons"]))
         if not labels:
             return locate.unavailable("nothing was compared")
-        if run.settings.exporter != "tfdropblock":
+        if run.keras_exporter:
             # The probes read the tensor and scope names of the kit's own conversion.
             return locate.unavailable("not located: the artifact is Keras's export, whose "
                                       "tensor names the locator does not map")
@@ -219,7 +219,7 @@ class Format:
             return run.get(self.name)
         except ConversionError as e:
             refused_by = (f"Keras's model.export(format={self.keras_format!r})"
-                          if getattr(run, "keras_exporter", False) else self.refused_by)
+                          if run.keras_exporter else self.refused_by)
             if refused_by and leak_refused(run, result, e, refused_by):
                 return None
             raise
@@ -230,7 +230,7 @@ class Format:
         labels: every labelled row, batch by batch, through the first runtime), determinism,
         and what the format adds (:meth:`finish`). With Keras's exporter, first the training
         mode the model runs in under it (:func:`..checks.training_mode_check`)."""
-        keras = getattr(run.settings, "exporter", None) == "keras"
+        keras = run.keras_exporter
         if keras:
             check, findings = checks.training_mode_check(
                 run.training_mode_leaks, self.keras_calls_inference, self.name)
@@ -288,7 +288,7 @@ class Format:
             runs[label] = [runner(b) for b in run.batches]
             pairs[label] = (runs[label][-1], runner(run.batches[-1]))
         self.compare(run, artifact, runs, result)
-        if getattr(run, "label_batches", None) is not None:
+        if run.label_batches is not None:
             label, runner = next(iter(runners.items()))
             say(f"top-1 on {len(run.settings.labels)} labelled rows ({label})")
             check, findings = checks.accuracy_check(

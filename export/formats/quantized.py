@@ -16,6 +16,7 @@ Calibration (int8 only) is the run's: :func:`tfdropblock.export.run.calibration.
 
 from __future__ import annotations
 
+import copy
 import types
 
 from tfdropblock.export.checks import rules as checks
@@ -91,6 +92,7 @@ class QuantizedFormat(Format):
     """Format ``base`` quantized as ``mode``: the float format's hooks do the work."""
 
     comparing = "checking the quantized model against its identity twin and Keras"
+    thresholds = None  # the quality floors (a metrics.Thresholds); None: the mode's
 
     def __init__(self, base, mode):
         float_format = get(base)
@@ -142,7 +144,7 @@ class QuantizedFormat(Format):
         check.details["reference"] = run.reference_how
         result.checks["twin"] = check
         result.findings.extend(findings)
-        limits = thresholds_for(run.thresholds if run.thresholds is not None else self.mode)
+        limits = self.thresholds or thresholds_for(self.mode)
         check, findings, warnings = quality_check(runs, run.expected, limits, run.batches)
         result.checks["quality"] = check
         result.findings.extend(findings)
@@ -189,8 +191,9 @@ def verify_quantized(fmt, mode, artifact, twin, inputs, expected, *, layer_names
                          f"{len(expected)} batches of Keras outputs; expected the same number, "
                          "at least one.")
     variant = get(f"{fmt}:{mode}")
-    given = _Given(artifact, twin, list(inputs), list(expected), layer_names,
-                   thresholds_for(thresholds or mode))
+    given = _Given(artifact, twin, list(inputs), list(expected), layer_names)
+    variant = copy.copy(variant)  # with its own floors, for this call only
+    variant.thresholds = thresholds_for(thresholds or mode)
     result = FormatResult(variant.name)
     variant.check(given, result, lambda message: None)
     return result.settle()
@@ -203,11 +206,14 @@ class _Given:
     reference_how = "given"
     calibration = (None, "given")
     io = None  # the runtimes feed and return what Keras does
+    model = signature = None
+    keras_exporter = False
+    training_mode_leaks = label_batches = None
 
-    def __init__(self, artifact, twin, batches, expected, layer_names, thresholds):
+    def __init__(self, artifact, twin, batches, expected, layer_names):
         self._artifacts = {False: artifact, True: twin}
         self.batches, self.expected = batches, expected
-        self.layer_names, self.thresholds = layer_names, thresholds
+        self.layer_names = layer_names
         self.settings = types.SimpleNamespace(option=lambda name: None)
 
     def get(self, name, reference=False):
@@ -215,3 +221,6 @@ class _Given:
 
     def path(self, name, reference=False):
         return None
+
+    def function(self, reference=False):
+        raise NotImplementedError("the artifacts were made elsewhere: nothing is traced")

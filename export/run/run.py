@@ -32,14 +32,12 @@ from tfdropblock.export.model.signature import Signature, named_outputs
 
 
 class Run:
-    """One model's run under ``settings`` in ``workdir``.
+    """One model's run under ``settings`` in ``workdir``: a
+    :class:`~tfdropblock.export.run.view.FormatRun`, what every format is given.
 
     ``calibration``: int8 calibration batches and how they were made, ``(batches, how)``; None
     makes them when first needed (see :func:`.calibration.of_run`).
     """
-
-    # Quantized quality floors (a metrics.Thresholds); None: each mode's defaults.
-    thresholds = None
 
     @classmethod
     def start(cls, model, workdir, settings, safe_mode=True, source=None):
@@ -57,6 +55,8 @@ class Run:
     def __init__(self, model, workdir, settings=None, *, source=None, calibration=None):
         self.model = model
         self.settings = settings if settings is not None else Settings()
+        # Who makes the artifacts, decided once: Keras's model.export, or the kit's paths.
+        self.keras_exporter = self.settings.exporter == "keras"
         self.workdir = Path(workdir)
         self.source = source
         self.signature = Signature.from_model(model, self.settings.input_signature,
@@ -164,11 +164,6 @@ class Run:
                    if self.leak_check_error else {})}
 
     # -- conversions, each once ----------------------------------------------------------------
-
-    @property
-    def keras_exporter(self):
-        """Whether the artifacts are Keras's own ``model.export`` (exporter="keras")."""
-        return self.settings.exporter == "keras"
 
     @property
     def has_dropblock(self):
