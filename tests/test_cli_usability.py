@@ -141,3 +141,13 @@ def test_version_is_quick_and_names_the_stack(capsys):
     assert time.monotonic() - start < 5
     out = capsys.readouterr().out.strip()
     assert out.startswith("tfdropblock 0.1.0 (Python ") and "tensorflow" in out, out
+
+
+def test_ship_is_the_command_that_writes_and_export_its_alias(capsys):
+    from tfdropblock.cli import main
+
+    assert main(["--help"]) == 0
+    assert "ship (export)" in capsys.readouterr().out
+    for command in ("ship", "export"):
+        assert main([command, "--help"]) == 0
+        assert "--force" in capsys.readouterr().out

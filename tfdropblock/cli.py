@@ -203,7 +203,10 @@ def build_parser():
                         "Keras's own model.export, checked the same way")
     common(p)
 
-    p = sub.add_parser("export", help="verify, then write the artifacts")
+    # "ship", not "export": it verifies first and writes only what passed (or, with --force,
+    # what converted); "export" stays as an alias (docs/CLI.md, "Renames").
+    p = sub.add_parser("ship", aliases=["export"],
+                       help="verify, then write the artifacts (alias: export)")
     p.add_argument("model", metavar="MODEL.keras", help="model to verify and export")
     p.add_argument("--out", metavar="DIR", required=True, help="output directory")
     p.add_argument("--force", action="store_true",
@@ -246,7 +249,7 @@ def main(argv=None):
         args = build_parser().parse_args(argv)
         _check_outputs(args)
         _import_tensorflow_quietly()
-        return {"verify": _verify, "export": _export, "inspect": _inspect,
+        return {"verify": _verify, "ship": _ship, "export": _ship, "inspect": _inspect,
                 "show-masks": _show_masks}[args.command](args)
     except _Exit as e:
         if str(e):
@@ -305,7 +308,8 @@ def _check_outputs(args):
     from tfdropblock.export.core.errors import OutputError
 
     try:
-        if args.command in ("verify", "export") and getattr(args, "out", None) is not None:
+        if args.command in ("verify", "ship", "export") and \
+                getattr(args, "out", None) is not None:
             check_out_dir(args.out)
         if getattr(args, "json", None) not in (None, "-"):
             check_output_file(args.json, "--json")
@@ -488,7 +492,7 @@ def _plot(args, report):
           file=sys.stderr)
 
 
-def _export(args):
+def _ship(args):
     write = "converted" if args.force else "all_or_nothing"
     report = _run_verify(args, args.out, write)
     _emit(args, report.to_dict(), str(report))
