@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfdropblock import DropBlock1D, DropBlock2D, DropBlock3D, ops
+from tfdropblock import DropBlock1D, DropBlock2D, DropBlock3D, tf_ops
 
 MODES = {"graph": False, "xla": True}
 DROPBLOCK = {1: DropBlock1D, 2: DropBlock2D, 3: DropBlock3D}
@@ -77,11 +77,11 @@ def layer_cases(name, modes=("graph", "xla")):
         cases[(f"DropBlock{rank}D per-channel, unknown spatial dims", mode)] = step_fn(
             lambda t: dynamic(t, training=True), x, MODES[mode], unknown_spatial=True)
     if "graph" in modes:
-        # Graph mode's dense seeds (what it uses above ops.SPARSE_MAX_RATE, and used at every
+        # Graph mode's dense seeds (what it uses above tf_ops.SPARSE_MAX_RATE, and used at every
         # rate before the sparse draw), beside the sparse draw it uses at this rate.
         seeds = keras.random.SeedGenerator(1)
         blocks = (block,) * rank
         cases[(f"DropBlock{rank}D per-channel, dense seeds", "graph")] = step_fn(
-            lambda t: ops.apply_mask(t, *ops.mask_and_count(t, RATE, blocks, seeds.next())),
-            x, False)
+            lambda t: tf_ops.apply_mask(
+                t, *tf_ops.mask_and_count(t, RATE, blocks, seeds.next())), x, False)
     return cases, {"shape": shape, "block": block, "rate": RATE}

@@ -67,7 +67,7 @@ CASES = [
     (1, (31,), 4, 0.15, True, "channels_first", "exact"),
     (3, (6, 8, 10), 3, 0.2, False, "channels_last", "paper"),
     (3, (5, 6, 7), (2, 3, 4), 0.25, True, "channels_first", "paper"),
-    # Above ops.SPARSE_MAX_RATE graph mode draws dense seeds: per channel too.
+    # Above tf_ops.SPARSE_MAX_RATE graph mode draws dense seeds: per channel too.
     (2, (10, 12), 3, 0.4, False, "channels_first", "paper"),
 ]
 
@@ -110,7 +110,7 @@ def test_drop_fraction_matches_exact_expectation(rank, spatial, block, rate, sha
 @pytest.mark.parametrize("n,gamma", [(5000, 0.003), (300, 0.2), (64, 0.9)])
 def test_sparse_seed_positions_are_independent_bernoulli(n, gamma):
     # Graph mode's seeds come from geometric gaps: per position and in count, Bernoulli(gamma).
-    from tfdropblock.ops import _bernoulli_positions
+    from tfdropblock.tf_ops import _bernoulli_positions
 
     draw = tf.function(lambda seed: _bernoulli_positions(n, gamma, seed, tf.int32))
     draws = 2000
@@ -132,7 +132,7 @@ def test_sparse_seed_positions_are_independent_bernoulli(n, gamma):
 
 @pytest.mark.parametrize("gamma,want", [(0.0, 0), (1.0, 37)])
 def test_sparse_seed_positions_at_the_extremes(gamma, want):
-    from tfdropblock.ops import _bernoulli_positions
+    from tfdropblock.tf_ops import _bernoulli_positions
 
     positions = _bernoulli_positions(37, gamma, tf.constant([1, 2], tf.int64), tf.int64)
     assert len(positions) == want and (positions.numpy() == np.arange(want)).all()
@@ -163,7 +163,7 @@ def test_output_rescaled_by_count_over_count_ones_over_whole_batch():
 def test_all_dropped_gives_zeros_not_nan():
     # rate just below 1 on a map the block covers whole: every map is dropped with high odds.
     keep = tf.zeros((2, 4, 4, 1))
-    from tfdropblock.ops import apply_mask
+    from tfdropblock.tf_ops import apply_mask
 
     y = apply_mask(tf.ones((2, 4, 4, 1)), keep)
     assert np.all(y.numpy() == 0)
