@@ -237,12 +237,18 @@ def main(argv=None):
     """Console entry point; returns the exit status (and exits with it when run as a script)."""
     # TensorFlow's C++ start-up log would bury the report; failures reach us as exceptions.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Before Keras is imported: the kit needs TensorFlow graphs whatever KERAS_BACKEND says.
+    from tfdropblock._util import use_tensorflow_backend
+
+    backend_problem = use_tensorflow_backend()
     _printable_paths()
     from tfdropblock.export import stopping
 
     previous = stopping.catch_stop_signals()
     try:
         args = build_parser().parse_args(argv)
+        if backend_problem:
+            _fail(f"{PROG}: error: {backend_problem}", EXIT_USAGE)
         _check_outputs(args)
         _import_tensorflow_quietly()
         return {"verify": _verify, "export": _export, "inspect": _inspect,
