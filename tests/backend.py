@@ -1,7 +1,8 @@
 """What the layer tests need from the Keras backend they run on (TensorFlow or JAX), in one place.
 
 Keras fixes its backend at import, so each backend is a pytest process of its own:
-``KERAS_BACKEND=jax python -m pytest -m "not tf_only" <layer test files>`` (see ``.ci/run``).
+``make test-jax`` (``KERAS_BACKEND=jax python -m pytest -m "not tf_only"`` on the layer test
+files, the JAX step of ``.ci/run``).
 
 ``mode`` names how a training call runs: ``eager``; ``xla`` compiled (``tf.function(
 jit_compile=True)`` on TensorFlow, ``jax.jit`` of a stateless call that threads the seed state on
