@@ -248,6 +248,29 @@ def test_tf_function_jit_compile_dynamic_batch_and_new_masks():
         assert stats.is_union_of_blocks(m, (3, 3))
 
 
+@pytest.mark.tf_only
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_keras_ops_path_on_tensorflow_with_an_unknown_batch(jit, monkeypatch):
+    # The portable algorithm needs static spatial dims only: a graph traced with the batch
+    # unknown (what Keras's fit traces) counts over the runtime batch.
+    import tensorflow as tf
+
+    from tfdropblock import ops
+
+    monkeypatch.setattr(ops, "IMPLEMENTATION", "keras")
+    layer = DropBlock2D(0.3, 3, seed=4)
+    step = tf.function(lambda x: layer(x, training=True), jit_compile=jit,
+                       input_signature=[tf.TensorSpec((None, 12, 12, 4))])
+    x = backend.uniform((5, 12, 12, 4))
+    y = numpy(step(x))
+    kept = y != 0
+    assert 0 < kept.mean() < 1
+    np.testing.assert_allclose(y[kept], numpy(x)[kept] * kept.size / kept.sum(), rtol=1e-6)
+    with pytest.raises(ValueError, match="static spatial dims"):
+        tf.function(lambda x: layer(x, training=True),
+                    input_signature=[tf.TensorSpec((None, None, 12, 4))])(x)
+
+
 @pytest.mark.parametrize("run", backend.MODES)
 def test_compiled_batch_sizes_and_new_masks(run, monkeypatch):
     # JAX compiles per shape: each batch size gets its trace, every call a new mask.

@@ -75,8 +75,8 @@ def keras_drop(x, rate, block_size, seed, data_format="channels_last", share_cha
     3. ``x * keep * count(keep) / count_ones(keep)``, counted over the whole batch (zeros, not
        NaN, when everything is dropped), the mask cast once to ``x``'s dtype.
 
-    Shapes must be static (JAX and torch compile or run per shape; TensorFlow with unknown
-    spatial dims takes :mod:`tfdropblock.tf_ops`).
+    Spatial dims must be static (JAX and torch compile or run per shape; TensorFlow with
+    unknown spatial dims takes :mod:`tfdropblock.tf_ops`); the batch may be unknown.
     """
     rank = len(block_size)
     channel_axis = 1 if data_format == "channels_first" else rank + 1
@@ -101,7 +101,8 @@ def keras_drop(x, rate, block_size, seed, data_format="channels_last", share_cha
             dropped = keras.ops.max_pool(keras.ops.pad(dropped, padding), tuple(window), strides=1,
                                          padding="valid", data_format=data_format)
     keep = 1.0 - dropped
-    scale = float(np.prod(keep.shape)) / keras.ops.maximum(keras.ops.sum(keep), 1.0)
+    total = keras.ops.cast(keras.ops.size(keep), "float32")
+    scale = total / keras.ops.maximum(keras.ops.sum(keep), 1.0)
     return x * keras.ops.cast(keep * scale, x.dtype)
 
 
