@@ -33,9 +33,12 @@ TARGETS = [
     ("DropBlock2D per-channel, graph <= 1.5x the elementwise floor in graph mode",
      ("DropBlock2D per-channel", "graph"), ("floor (x * c)", "graph"), 1.5),
 ]
+# The JAX table's target: (label, numerator, denominator, limit), cases of the jax table.
+JAX_TARGET = ("DropBlock2D per-channel, jax.jit <= 1.5x Keras Dropout on JAX",
+              "DropBlock2D per-channel", "keras Dropout", 1.5)
 RESNET_LIMIT = 1.03  # DropBlock adds at most 3% to a ResNet-50 training step
 VERIFY_LIMIT = 1.5  # verify costs at most 1.5x the bare conversions it wraps
-TABLES = ("2d", "1d", "3d", "resnet", "export")
+TABLES = ("2d", "1d", "3d", "jax", "resnet", "export")
 
 
 def machine():
@@ -85,6 +88,39 @@ def layer_table(name, rounds, warmup):
     title = (f"{name.upper()}: {shape} float32, block {meta['block']}, rate {meta['rate']}, "
              "forward + backward")
     return title, rows, results
+
+
+def jax_table(rounds, warmup):
+    """The 2-D cases on Keras's JAX backend, timed in a process of their own (Keras fixes its
+    backend at import): ``python -m benchmarks.layers --jax`` with ``KERAS_BACKEND=jax``."""
+    import json
+    import subprocess
+
+    from benchmarks import timing
+
+    title = "JAX (2D, jax.jit on CPU)"
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        return title, [], "jax is not installed (pip install -e '.[jax]')", []
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.layers", "--jax", "--rounds",
+                           str(rounds), "--warmup", str(warmup)], capture_output=True, text=True,
+                          env=env, timeout=1800)
+    if done.returncode != 0:
+        return title, [], f"the JAX run failed: {done.stderr.strip().splitlines()[-1:]}", []
+    data = json.loads(done.stdout)
+    results = {label: timing.Result(label, seconds) for label, _, seconds in data["seconds"]}
+    floor, dropout = results["floor (x * c)"], results["keras Dropout"]
+    rows = [{"case": label, "mode": "jax.jit", "ms": r.median * 1e3, "spread": r.spread,
+             "x floor": r.median / floor.median, "x floor paired": paired_ratio(r, floor),
+             "x Dropout (JAX)": r.median / dropout.median,
+             "x Dropout paired": paired_ratio(r, dropout)} for label, r in results.items()]
+    meta = data["meta"]
+    title = (f"JAX: {'x'.join(map(str, meta['shape']))} float32, block {meta['block']}, rate "
+             f"{meta['rate']}, forward + backward under jax.jit ({data['versions']})")
+    label, num, den, limit = JAX_TARGET
+    return title, rows, None, [(label, results[num].median / results[den].median, limit)]
 
 
 def paired_ratio(a, b):
@@ -204,6 +240,9 @@ def main(argv=None):
             title, rows, results = layer_table(table, rounds, 1 if args.quick else 2)
             if table == "2d":
                 targets += layer_targets(results)
+        elif table == "jax":
+            title, rows, why, found = jax_table(rounds, 1 if args.quick else 2)
+            targets += found
         elif table == "resnet":
             title, rows, why, found = resnet_table(max(4, rounds // 2), args.quick)
             targets += found

@@ -37,4 +37,14 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+_getattr, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+def __getattr__(name):
+    # The kit traces TensorFlow graphs: under another Keras backend, one sentence on what to do.
+    from tfdropblock._util import non_tensorflow_backend
+
+    problem = name in _EXPORTS and not name.endswith("Error") and non_tensorflow_backend()
+    if problem:
+        raise RuntimeError(f"tfdropblock.export.{name}: {problem}")
+    return _getattr(name)

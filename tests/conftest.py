@@ -17,6 +17,28 @@ import fault_injection  # noqa: E402
 fault_injection.install()
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "tf_only: needs the TensorFlow backend (graphs, tf.distribute, the export "
+        "kit); deselect with -m 'not tf_only' under another KERAS_BACKEND")
+    config.addinivalue_line(
+        "markers", "jax_only: needs KERAS_BACKEND=jax (the JAX step of .ci/run runs them)")
+
+
+def pytest_collection_modifyitems(config, items):
+    # A test for another backend is reported as skipped, with the reason: never run into an
+    # import error, nor counted as passed.
+    import keras
+
+    name = keras.backend.backend()
+    foreign = [m for m, needs in (("tf_only", "tensorflow"), ("jax_only", "jax")) if needs != name]
+    for item in items:
+        for marker in foreign:
+            if marker in item.keywords:
+                item.add_marker(pytest.mark.skip(
+                    reason=f"{marker}: this run's KERAS_BACKEND is {name}"))
+
+
 @pytest.fixture(scope="session")
 def tiny_image_model():
     """Builder of tiny conv models (16x16x3 -> 2 logits) for the export tests.

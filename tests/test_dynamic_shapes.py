@@ -1,11 +1,13 @@
-"""Spatial sizes known only at run time: one trace serves every size, with the static path's
-distribution (gamma, clamped block and valid seed grid from the runtime shape)."""
+"""Spatial sizes known only at run time: on TensorFlow one trace serves every size, with the
+static path's distribution (gamma, clamped block and valid seed grid from the runtime shape); on
+JAX, which compiles per shape, a fully convolutional model fits on batches of every size."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import backend
 import stats
 from tfdropblock import DropBlock1D, DropBlock2D, gamma_for
 
@@ -19,6 +21,7 @@ def dropped_fractions(y, spatial):
     return maps, maps.reshape(len(maps), -1).mean(axis=1)
 
 
+@pytest.mark.tf_only
 @pytest.mark.parametrize("mode", ["paper", "exact"])
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 def test_unknown_spatial_dims_traced_once_match_the_exact_expectation(jit, mode):
@@ -41,6 +44,24 @@ def test_unknown_spatial_dims_traced_once_match_the_exact_expectation(jit, mode)
     assert len(step._list_all_concrete_functions()) == 1
 
 
+@pytest.mark.parametrize("run", backend.MODES)
+def test_every_size_compiled_matches_the_exact_expectation(run, monkeypatch):
+    # One layer, compiled for each size in turn (JAX compiles per shape; TensorFlow retraces),
+    # smaller than the block on one or every axis included.
+    layer = DropBlock2D(0.2, 5, seed=3)
+    step = backend.training_call(layer, backend.implementation(monkeypatch, run))
+    block = (5, 5)
+    for spatial in SIZES_2D:
+        maps, per_map = dropped_fractions(backend.numpy(step(backend.ones((96, *spatial, 8)))),
+                                          spatial)
+        assert all(stats.is_union_of_blocks(m, block) for m in maps[:24])
+        gamma = gamma_for(0.2, spatial, block)
+        tol = stats.tolerance(gamma, spatial, block, len(per_map))
+        want = stats.expected(gamma, spatial, block)
+        assert abs(per_map.mean() - want) < tol, (spatial, per_map.mean(), want, tol)
+
+
+@pytest.mark.tf_only
 def test_dropblock1d_on_variable_length_sequences():
     layer = DropBlock1D(0.15, 7, seed=0)
     step = tf.function(lambda t: layer(t, training=True),
@@ -55,6 +76,7 @@ def test_dropblock1d_on_variable_length_sequences():
     assert step.experimental_get_tracing_count() == 1
 
 
+@pytest.mark.tf_only
 def test_rescale_uses_the_runtime_count():
     layer = DropBlock2D(0.3, 3, seed=1)
     step = tf.function(lambda t: layer(t, training=True), jit_compile=True,
@@ -71,7 +93,7 @@ def variable_size_batches():
         yield rng.random((4, size, size + 3, 3), dtype=np.float32), np.zeros((4, 2), np.float32)
 
 
-@pytest.mark.parametrize("jit_compile", ["auto", True])
+@pytest.mark.parametrize("jit_compile", ["auto", True, False])
 def test_fully_convolutional_model_fits_on_variable_size_batches(jit_compile):
     inputs = keras.Input((None, None, 3))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
@@ -84,4 +106,4 @@ def test_fully_convolutional_model_fits_on_variable_size_batches(jit_compile):
     history = model.fit(data, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     x = next(variable_size_batches())[0]
-    np.testing.assert_array_equal(model(x), model(x))
+    np.testing.assert_array_equal(backend.numpy(model(x)), backend.numpy(model(x)))

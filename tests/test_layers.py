@@ -1,13 +1,18 @@
-"""Behaviour of the DropBlock layers: semantics, statistics, modes, dtypes, serialisation."""
+"""Behaviour of the DropBlock layers: semantics, statistics, modes, dtypes, serialisation.
+
+Runs on TensorFlow and on JAX (``tests/backend.py``); the few TensorFlow-only tests are marked
+``tf_only``.
+"""
 
 import math
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+import backend
 import stats
+from backend import numpy
 from tfdropblock import DropBlock1D, DropBlock2D, DropBlock3D, dropblock, gamma_for
 from tfdropblock.layers import _DropBlock
 
@@ -17,12 +22,12 @@ LAYERS = {1: DropBlock1D, 2: DropBlock2D, 3: DropBlock3D}
 def ones(batch, spatial, channels, data_format="channels_last", dtype="float32"):
     shape = (batch, *spatial, channels) if data_format == "channels_last" else (
         batch, channels, *spatial)
-    return tf.ones(shape, dtype)
+    return backend.ones(shape, dtype)
 
 
 def dropped_maps(y, data_format):
     """Boolean dropped-unit maps, one per (sample, channel)."""
-    y = np.asarray(y, np.float32)
+    y = numpy(y).astype(np.float32)
     if data_format == "channels_last":
         y = np.moveaxis(y, -1, 1)
     return (y == 0).reshape(-1, *y.shape[2:])
@@ -32,26 +37,21 @@ def dropped_maps(y, data_format):
 
 @pytest.mark.parametrize("training", [False, None])
 def test_inference_returns_input_itself(training):
-    x = tf.random.normal((2, 8, 8, 3))
+    x = backend.uniform((2, 8, 8, 3))
     assert DropBlock2D(0.5, 3)(x, training=training) is x
 
 
-def test_inference_graph_has_no_dropblock_op():
+def test_inference_adds_no_op_and_training_builds_the_mask():
+    # Traced: a TensorFlow graph (nothing but the placeholder and its identity), a jaxpr on JAX
+    # (no equation at all). The training trace is the counterpart: not trivially empty.
     model = keras.Sequential([keras.Input((16, 16, 4)), DropBlock2D(0.2, 5, name="db")])
-    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-        tf.TensorSpec((None, 16, 16, 4))).graph
-    types = {op.type for op in graph.get_operations()}
-    assert types <= {"Placeholder", "Identity", "NoOp"}, types
-    assert not [op.name for op in graph.get_operations() if "db" in op.name]
-
-
-def test_training_graph_does_build_the_mask():
-    # The counterpart of the test above: the training graph is not trivially empty.
-    layer = DropBlock2D(0.2, 5)
-    graph = tf.function(lambda x: layer(x, training=True)).get_concrete_function(
-        tf.TensorSpec((None, 16, 16, 4))).graph
-    types = {op.type for op in graph.get_operations()}
-    assert "StatelessRandomUniformFullIntV2" in types or any("Random" in t for t in types), types
+    (inference, names), (training, lines) = backend.inference_and_training_ops(
+        model, (None, 16, 16, 4))
+    assert inference <= {"Placeholder", "Identity", "NoOp"}, inference
+    if backend.TENSORFLOW:
+        assert not [name for name in names if "db" in name]
+    assert any("random" in t.lower() for t in training) or any(
+        "random_bits" in line or "threefry" in line for line in lines), training
 
 
 # --- 2. paper semantics and statistics -----------------------------------------------------------
@@ -67,29 +67,29 @@ CASES = [
     (1, (31,), 4, 0.15, True, "channels_first", "exact"),
     (3, (6, 8, 10), 3, 0.2, False, "channels_last", "paper"),
     (3, (5, 6, 7), (2, 3, 4), 0.25, True, "channels_first", "paper"),
-    # Above ops.SPARSE_MAX_RATE graph mode draws dense seeds: per channel too.
+    # Above tf_ops.SPARSE_MAX_RATE graph mode draws dense seeds: per channel too.
     (2, (10, 12), 3, 0.4, False, "channels_first", "paper"),
 ]
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "xla"])
+@pytest.mark.parametrize("run", backend.MODES)
 @pytest.mark.parametrize("rank,spatial,block,rate,share,data_format,mode", CASES)
 def test_drop_fraction_matches_exact_expectation(rank, spatial, block, rate, share, data_format,
-                                                 mode, compiled):
-    # Eager and XLA lay the seeds out differently (bytes vs bit-packed words, 8 channels to a
-    # word): test both, with channel counts that do and do not fill the words.
+                                                 mode, run, monkeypatch):
+    # TensorFlow's eager and XLA paths lay the seeds out differently (bytes vs bit-packed words,
+    # 8 channels to a word): test both, with channel counts that do and do not fill the words;
+    # the keras.ops algorithm (JAX's, and TensorFlow's "keras-*" modes) the same way.
     batch, channels = 64, {1: 5, 2: 8, 3: 11}[rank]
     layer = LAYERS[rank](rate, block, seed=7, data_format=data_format, share_channels=share,
                          gamma_mode=mode)
-    call = layer if not compiled else tf.function(
-        lambda t, training: layer(t, training=training), jit_compile=True)
+    call = backend.training_call(layer, backend.implementation(monkeypatch, run))
     blocks = layer.block_size
     gamma = gamma_for(rate, spatial, blocks, mode)
     if mode == "paper":
         assert gamma == pytest.approx(stats.paper_gamma(rate, spatial, blocks), rel=1e-12)
     fractions = []
     for _ in range(4):
-        y = call(ones(batch, spatial, channels, data_format), training=True)
+        y = call(ones(batch, spatial, channels, data_format))
         maps = dropped_maps(y, data_format)
         if share:
             # One mask per sample: all channels agree, and only samples are independent.
@@ -107,10 +107,13 @@ def test_drop_fraction_matches_exact_expectation(rank, spatial, block, rate, sha
     assert abs(fractions.mean() - want) < tol, (fractions.mean(), want, tol)
 
 
+@pytest.mark.tf_only
 @pytest.mark.parametrize("n,gamma", [(5000, 0.003), (300, 0.2), (64, 0.9)])
 def test_sparse_seed_positions_are_independent_bernoulli(n, gamma):
     # Graph mode's seeds come from geometric gaps: per position and in count, Bernoulli(gamma).
-    from tfdropblock.ops import _bernoulli_positions
+    import tensorflow as tf
+
+    from tfdropblock.tf_ops import _bernoulli_positions
 
     draw = tf.function(lambda seed: _bernoulli_positions(n, gamma, seed, tf.int32))
     draws = 2000
@@ -130,9 +133,12 @@ def test_sparse_seed_positions_are_independent_bernoulli(n, gamma):
         assert abs(part.mean() / draws - gamma) < 5 * per_position_sd / math.sqrt(len(part))
 
 
+@pytest.mark.tf_only
 @pytest.mark.parametrize("gamma,want", [(0.0, 0), (1.0, 37)])
 def test_sparse_seed_positions_at_the_extremes(gamma, want):
-    from tfdropblock.ops import _bernoulli_positions
+    import tensorflow as tf
+
+    from tfdropblock.tf_ops import _bernoulli_positions
 
     positions = _bernoulli_positions(37, gamma, tf.constant([1, 2], tf.int64), tf.int64)
     assert len(positions) == want and (positions.numpy() == np.arange(want)).all()
@@ -151,20 +157,24 @@ def test_statistical_check_rejects_seeds_outside_the_valid_region():
     assert abs(fraction - stats.expected(gamma, spatial, block)) > tol
 
 
-def test_output_rescaled_by_count_over_count_ones_over_whole_batch():
+@pytest.mark.parametrize("run", backend.MODES)
+def test_output_rescaled_by_count_over_count_ones_over_whole_batch(run, monkeypatch):
     layer = DropBlock2D(0.3, 3, seed=3)
-    x = tf.random.uniform((4, 10, 10, 5), 0.5, 1.5)
-    y = layer(x, training=True).numpy()
+    x = backend.uniform((4, 10, 10, 5))
+    y = numpy(backend.training_call(layer, backend.implementation(monkeypatch, run))(x))
     kept = y != 0
     scale = kept.size / kept.sum()
-    np.testing.assert_allclose(y[kept], x.numpy()[kept] * scale, rtol=1e-6)
+    np.testing.assert_allclose(y[kept], numpy(x)[kept] * scale, rtol=1e-6)
 
 
+@pytest.mark.tf_only
 def test_all_dropped_gives_zeros_not_nan():
     # rate just below 1 on a map the block covers whole: every map is dropped with high odds.
-    keep = tf.zeros((2, 4, 4, 1))
-    from tfdropblock.ops import apply_mask
+    import tensorflow as tf
 
+    from tfdropblock.tf_ops import apply_mask
+
+    keep = tf.zeros((2, 4, 4, 1))
     y = apply_mask(tf.ones((2, 4, 4, 1)), keep)
     assert np.all(y.numpy() == 0)
 
@@ -192,7 +202,7 @@ def test_expected_drop_fraction_of_paper_gamma(spatial, block, rate, want):
 @pytest.mark.parametrize("spatial", [(5, 5), (1, 1), (3, 20)])
 def test_block_larger_than_map_is_clamped(spatial):
     layer = DropBlock2D(0.4, 7, seed=1)
-    y = layer(ones(256, spatial, 2), training=True).numpy()
+    y = numpy(layer(ones(256, spatial, 2), training=True))
     assert np.isfinite(y).all()
     maps = dropped_maps(y, "channels_last")
     block = tuple(min(7, s) for s in spatial)
@@ -212,16 +222,20 @@ def small_model(layer, input_shape=(16, 16, 3)):
     return keras.Model(inputs, keras.layers.Dense(2)(x))
 
 
-def test_trains_under_compile_jit_compile():
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_trains_under_compile_jit_compile(jit_compile):
     model = small_model(DropBlock2D(0.2, 3, seed=0))
-    model.compile("sgd", keras.losses.MeanSquaredError(), jit_compile=True)
+    model.compile("sgd", keras.losses.MeanSquaredError(), jit_compile=jit_compile)
     x, y = np.random.rand(24, 16, 16, 3).astype("f4"), np.random.rand(24, 2).astype("f4")
     history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
-    assert model.jit_compile is True
+    assert model.jit_compile is jit_compile
     assert all(math.isfinite(v) for v in history.history["loss"])
 
 
+@pytest.mark.tf_only
 def test_tf_function_jit_compile_dynamic_batch_and_new_masks():
+    import tensorflow as tf
+
     layer = DropBlock2D(0.3, 3, seed=4)
     step = tf.function(lambda x: layer(x, training=True), jit_compile=True,
                        input_signature=[tf.TensorSpec((None, 12, 12, 4))])
@@ -234,13 +248,51 @@ def test_tf_function_jit_compile_dynamic_batch_and_new_masks():
         assert stats.is_union_of_blocks(m, (3, 3))
 
 
-def test_same_seed_same_masks_in_graph_mode():
-    def run():
-        layer = DropBlock2D(0.3, 3, seed=11)
-        fn = tf.function(lambda x: layer(x, training=True))
-        return [fn(tf.ones((2, 10, 10, 3))).numpy() for _ in range(3)]
+@pytest.mark.tf_only
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_keras_ops_path_on_tensorflow_with_an_unknown_batch(jit, monkeypatch):
+    # The portable algorithm needs static spatial dims only: a graph traced with the batch
+    # unknown (what Keras's fit traces) counts over the runtime batch.
+    import tensorflow as tf
 
-    first, second = run(), run()
+    from tfdropblock import ops
+
+    monkeypatch.setattr(ops, "IMPLEMENTATION", "keras")
+    layer = DropBlock2D(0.3, 3, seed=4)
+    step = tf.function(lambda x: layer(x, training=True), jit_compile=jit,
+                       input_signature=[tf.TensorSpec((None, 12, 12, 4))])
+    x = backend.uniform((5, 12, 12, 4))
+    y = numpy(step(x))
+    kept = y != 0
+    assert 0 < kept.mean() < 1
+    np.testing.assert_allclose(y[kept], numpy(x)[kept] * kept.size / kept.sum(), rtol=1e-6)
+    with pytest.raises(ValueError, match="static spatial dims"):
+        tf.function(lambda x: layer(x, training=True),
+                    input_signature=[tf.TensorSpec((None, None, 12, 4))])(x)
+
+
+@pytest.mark.parametrize("run", backend.MODES)
+def test_compiled_batch_sizes_and_new_masks(run, monkeypatch):
+    # JAX compiles per shape: each batch size gets its trace, every call a new mask.
+    layer = DropBlock2D(0.3, 3, seed=4)
+    step = backend.training_call(layer, backend.implementation(monkeypatch, run))
+    a, b, c = (numpy(step(ones(n, (12, 12), 4))) for n in (3, 5, 3))
+    assert a.shape == (3, 12, 12, 4) and b.shape == (5, 12, 12, 4)
+    assert (a == 0).any() and not np.array_equal(a, c)
+    for m in dropped_maps(a, "channels_last"):
+        assert stats.is_union_of_blocks(m, (3, 3))
+
+
+@pytest.mark.parametrize("run", backend.MODES)
+def test_same_seed_same_masks(run, monkeypatch):
+    run = backend.implementation(monkeypatch, run)
+
+    def masks():
+        layer = DropBlock2D(0.3, 3, seed=11)
+        fn = backend.training_call(layer, run)
+        return [numpy(fn(ones(2, (10, 10), 3))) for _ in range(3)]
+
+    first, second = masks(), masks()
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first[0], first[1])
@@ -248,59 +300,47 @@ def test_same_seed_same_masks_in_graph_mode():
 
 # --- 5. mixed precision ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("run", backend.MODES)
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_keeps_compute_dtype(policy):
+def test_mixed_precision_keeps_compute_dtype(policy, run, monkeypatch):
+    run = backend.implementation(monkeypatch, run)
     layer = DropBlock2D(0.2, 3, seed=0, dtype=policy)
-    y = layer(tf.ones((2, 8, 8, 3)), training=True)
-    assert y.dtype == tf.as_dtype(policy.split("_")[1])
-    fn = tf.function(lambda x: layer(x, training=True), jit_compile=True)
-    assert fn(tf.ones((2, 8, 8, 3))).dtype == y.dtype
+    y = backend.training_call(layer, run)(ones(2, (8, 8), 3))
+    assert backend.dtype_name(y) == policy.split("_")[1]
+    assert (numpy(keras.ops.cast(y, "float32")) == 0).any()
     model = small_model(DropBlock2D(0.2, 3, dtype=policy))
     assert model.layers[2].compute_dtype == policy.split("_")[1]
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
-def test_input_dtype_preserved(dtype):
-    y = DropBlock2D(0.2, 3, seed=0, dtype=dtype)(tf.ones((2, 8, 8, 3), dtype), training=True)
-    assert y.dtype == tf.as_dtype(dtype)
+@pytest.mark.parametrize("run", backend.MODES)
+@pytest.mark.parametrize("dtype", [d for d in backend.FLOAT_DTYPES if d != "float32"])
+def test_input_dtype_preserved(dtype, run, monkeypatch):
+    layer = DropBlock2D(0.2, 3, seed=0, dtype=dtype)
+    y = backend.training_call(layer, backend.implementation(monkeypatch, run))(
+        ones(2, (8, 8), 3, dtype=dtype))
+    assert backend.dtype_name(y) == dtype
 
 
+@pytest.mark.tf_only  # JAX without x64 has no float64 arrays
 @pytest.mark.parametrize("training", [True, False])
 def test_default_layer_autocasts_float64_to_float32(training):
     # What docs/SEMANTICS.md says under "Dtypes": Keras's autocast, not the layer, decides.
-    x = tf.ones((2, 8, 8, 3), tf.float64)
-    assert DropBlock2D(0.2, 3, seed=0)(x, training=training).dtype == tf.float32
-    assert dropblock(x, 0.2, 3, seed=0, training=training).dtype == tf.float64
+    x = backend.ones((2, 8, 8, 3), "float64")
+    assert backend.dtype_name(DropBlock2D(0.2, 3, seed=0)(x, training=training)) == "float32"
+    assert backend.dtype_name(dropblock(x, 0.2, 3, seed=0, training=training)) == "float64"
 
 
 # --- 6. gradients -----------------------------------------------------------------------------------
 
-def test_gradient_flows_through_kept_units_scaled():
+@pytest.mark.parametrize("run", backend.MODES)
+def test_gradient_flows_through_kept_units_scaled(run, monkeypatch):
     layer = DropBlock2D(0.3, 3, seed=5)
-    x = tf.random.uniform((4, 10, 10, 3), 0.5, 1.5)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = layer(x, training=True)
-    grad = tape.gradient(y, x).numpy()
-    ratio = (y / x).numpy()  # keep * scale, per unit
+    x = backend.uniform((4, 10, 10, 3))
+    y, grad = backend.output_and_gradient(layer, x, backend.implementation(monkeypatch, run))
+    grad = numpy(grad)
+    ratio = numpy(y) / numpy(x)  # keep * scale, per unit
     np.testing.assert_allclose(grad, ratio, rtol=1e-6)
     assert (grad == 0).any() and (grad > 1).any()
-
-
-def test_gradient_under_xla_matches_the_forward_mask():
-    layer = DropBlock2D(0.3, 3, seed=5)
-
-    @tf.function(jit_compile=True)
-    def forward_backward(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x, training=True)
-        return y, tape.gradient(y, x)
-
-    x = tf.random.uniform((4, 10, 10, 3), 0.5, 1.5)
-    y, grad = forward_backward(x)
-    np.testing.assert_allclose(grad.numpy(), (y / x).numpy(), rtol=1e-6)
-    assert (grad.numpy() == 0).any() and (grad.numpy() > 1).any()
 
 
 # --- 7. serialisation ----------------------------------------------------------------------------------
@@ -325,7 +365,7 @@ def test_keras_file_round_trip_without_custom_objects(tmp_path):
     assert isinstance(layer, DropBlock2D)
     assert layer.get_config() == model.layers[2].get_config()
     x = np.random.rand(2, 16, 16, 3).astype("f4")
-    np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6)
+    np.testing.assert_allclose(numpy(loaded(x)), numpy(model(x)), rtol=1e-6)
 
 
 # --- 9. model styles -----------------------------------------------------------------------------------
@@ -363,8 +403,8 @@ def test_model_styles_train_and_infer(style):
     x = np.random.rand(8, 8, 8, 3).astype("f4")
     model.compile("sgd", "mse", jit_compile=True)
     model.fit(x, np.zeros((8, model(x).shape[-1]), "f4"), verbose=0, epochs=1)
-    np.testing.assert_array_equal(model(x), model(x))  # inference is deterministic
-    assert not np.array_equal(model(x, training=True), model(x, training=True))
+    np.testing.assert_array_equal(numpy(model(x)), numpy(model(x)))  # inference: deterministic
+    assert not np.array_equal(numpy(model(x, training=True)), numpy(model(x, training=True)))
 
 
 # --- 10. bad arguments and inputs ------------------------------------------------------------------
@@ -390,13 +430,14 @@ def test_bad_arguments_name_the_argument(kwargs, argument):
 
 def test_wrong_input_rank_is_a_clear_error():
     with pytest.raises(ValueError, match="DropBlock2D expects 4-D inputs"):
-        DropBlock2D(0.1, 3)(tf.ones((2, 8, 3)), training=True)
+        DropBlock2D(0.1, 3)(backend.ones((2, 8, 3)), training=True)
 
 
 @pytest.mark.parametrize("training", [True, False, None])
 def test_non_float_input_is_a_clear_error_in_every_mode(training):
     with pytest.raises(TypeError, match="DropBlock2D expects a floating-point input.*int32"):
-        DropBlock2D(0.1, 3, dtype="int32")(tf.ones((2, 8, 8, 3), tf.int32), training=training)
+        DropBlock2D(0.1, 3, dtype="int32")(backend.ones((2, 8, 8, 3), "int32"),
+                                           training=training)
 
 
 def test_non_float_symbolic_input_fails_when_the_model_is_built():
@@ -412,21 +453,25 @@ def test_non_float_symbolic_input_fails_when_the_model_is_built():
 def test_functional_form_bad_arguments_name_the_argument(kwargs, argument):
     args = {"rate": 0.1, "block_size": 3, **kwargs}
     with pytest.raises((TypeError, ValueError), match=argument):
-        dropblock(tf.ones((2, 8, 8, 3)), **args)
+        dropblock(backend.ones((2, 8, 8, 3)), **args)
 
 
-def test_rate_tensor_out_of_range_is_clipped():
-    x = tf.ones((4, 8, 8, 3))
-    assert np.all(dropblock(x, tf.constant(-0.5), 3, seed=1).numpy() == 1.0)
-    np.testing.assert_array_equal(dropblock(x, tf.constant(1.5), 3, seed=1),
-                                  dropblock(x, tf.constant(1.0), 3, seed=1))
+@pytest.mark.parametrize("run", ["eager", "keras-eager"] if backend.TENSORFLOW else ["eager"])
+def test_rate_tensor_out_of_range_is_clipped(run, monkeypatch):
+    backend.implementation(monkeypatch, run)
+    x = backend.ones((4, 8, 8, 3))
+    rate = keras.ops.convert_to_tensor
+    assert np.all(numpy(dropblock(x, rate(-0.5), 3, seed=1)) == 1.0)
+    np.testing.assert_array_equal(numpy(dropblock(x, rate(1.5), 3, seed=1)),
+                                  numpy(dropblock(x, rate(1.0), 3, seed=1)))
 
 
-def test_all_dropped_under_xla_gives_zeros_not_nan():
-    # The XLA layout takes count_ones from a popcount of its packed words, not from the mask.
+@pytest.mark.parametrize("run", backend.MODES)
+def test_all_dropped_gives_zeros_not_nan_in_every_mode(run, monkeypatch):
+    # TensorFlow's XLA layout takes count_ones from a popcount of its packed words.
     layer = DropBlock2D(0.9999, 3, seed=0)
-    step = tf.function(lambda t: layer(t, training=True), jit_compile=True)
-    outputs = [step(tf.ones((1, 3, 3, 1))).numpy() for _ in range(8)]
+    step = backend.training_call(layer, backend.implementation(monkeypatch, run))
+    outputs = [numpy(step(backend.ones((1, 3, 3, 1)))) for _ in range(8)]
     assert all(np.isfinite(y).all() for y in outputs)
     assert any((y == 0).all() for y in outputs)
 
@@ -440,15 +485,23 @@ def test_keras_cv_positional_signature():
     assert isinstance(layer, _DropBlock)
 
 
-def test_functional_form_matches_layer_semantics():
-    x = tf.ones((64, 12, 12, 4))
+@pytest.mark.parametrize("run", ["eager", "keras-eager"] if backend.TENSORFLOW else ["eager"])
+def test_functional_form_matches_layer_semantics(run, monkeypatch):
+    backend.implementation(monkeypatch, run)
+    x = backend.ones((64, 12, 12, 4))
     y = dropblock(x, 0.2, 3, seed=5)
     maps = dropped_maps(y, "channels_last")
     gamma = stats.paper_gamma(0.2, (12, 12), (3, 3))
     assert abs(maps.mean() - stats.expected(gamma, (12, 12), (3, 3))) < stats.tolerance(
         gamma, (12, 12), (3, 3), len(maps))
     assert dropblock(x, 0.2, 3, seed=5, training=False) is x
-    np.testing.assert_array_equal(y, dropblock(x, 0.2, 3, seed=5))
+    np.testing.assert_array_equal(numpy(y), numpy(dropblock(x, 0.2, 3, seed=5)))
     generator = keras.random.SeedGenerator(5)
-    assert not np.array_equal(dropblock(x, 0.2, 3, seed=generator),
-                              dropblock(x, 0.2, 3, seed=generator))
+    assert not np.array_equal(numpy(dropblock(x, 0.2, 3, seed=generator)),
+                              numpy(dropblock(x, 0.2, 3, seed=generator)))
+    if run.startswith("keras-"):
+        return  # keras.random on TensorFlow takes no seed tensor; the TensorFlow path does
+    # A stateless seed tensor of two ints (TensorFlow and JAX): a mask of its own, repeatable.
+    pair = keras.ops.convert_to_tensor(np.array([5, 1], "int32"))
+    z = numpy(dropblock(x, 0.2, 3, seed=pair))
+    assert (z == 0).any() and np.array_equal(z, numpy(dropblock(x, 0.2, 3, seed=pair)))

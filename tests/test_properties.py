@@ -1,19 +1,22 @@
-"""Property-based tests of the layers over ranks, shapes, rates, blocks, formats and dtypes."""
+"""Property-based tests of the layers over ranks, shapes, rates, blocks, formats and dtypes, on
+TensorFlow (both implementations) and JAX."""
 
 import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
-import tensorflow as tf
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import backend
 import stats
-from tfdropblock import DropBlock1D, DropBlock2D, DropBlock3D
+from tfdropblock import DropBlock1D, DropBlock2D, DropBlock3D, ops
 
 LAYERS = {1: DropBlock1D, 2: DropBlock2D, 3: DropBlock3D}
-DTYPES = ["float16", "bfloat16", "float32", "float64"]
+DTYPES = backend.FLOAT_DTYPES
 
 
 @st.composite
@@ -34,7 +37,7 @@ def configs(draw):
         batch=draw(st.integers(1, 3)),
         channels=draw(st.integers(1, 3)),
         seed=draw(st.integers(0, 2**31 - 1)),
-        compiled=draw(st.booleans()),
+        run=draw(st.sampled_from(backend.MODES)),
     )
 
 
@@ -45,14 +48,15 @@ def test_layer_properties(c):
                               share_channels=c["share"], gamma_mode=c["mode"], dtype=c["dtype"])
     shape = ((c["batch"], *c["spatial"], c["channels"]) if c["data_format"] == "channels_last"
              else (c["batch"], c["channels"], *c["spatial"]))
-    x = tf.ones(shape, c["dtype"])
+    x = backend.ones(shape, c["dtype"])
     assert layer(x, training=False) is x
-    # XLA takes the bit-packed layout, eager the byte layout: both must hold every property.
-    call = tf.function(lambda t: layer(t, training=True), jit_compile=True) if c[
-        "compiled"] else (lambda t: layer(t, training=True))
-    y = call(x)
-    assert y.shape == x.shape and y.dtype == x.dtype
-    values = np.asarray(tf.cast(y, tf.float64))
+    # TensorFlow's XLA takes the bit-packed layout, eager the byte layout, "keras-*" the
+    # keras.ops algorithm (JAX's): each must hold every property.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ops, "IMPLEMENTATION", "keras" if c["run"].startswith("keras-") else "auto")
+        y = backend.training_call(layer, c["run"].removeprefix("keras-"))(x)
+    assert tuple(y.shape) == tuple(x.shape) and backend.dtype_name(y) == c["dtype"]
+    values = backend.numpy(keras.ops.cast(y, "float32")).astype(np.float64)
     assert np.isfinite(values).all()
 
     channel_axis = -1 if c["data_format"] == "channels_last" else 1
@@ -103,6 +107,7 @@ DETERMINISM = textwrap.dedent("""
 """)
 
 
+@pytest.mark.tf_only
 def test_runs_and_repeats_under_op_determinism():
     result = subprocess.run([sys.executable, "-c", DETERMINISM], capture_output=True, text=True,
                             timeout=300)

@@ -1,4 +1,8 @@
-"""DropBlockScheduler (ramp without retracing) and MirroredStrategy (a mask per replica)."""
+"""DropBlockScheduler (ramp without retracing) and MirroredStrategy (a mask per replica).
+
+The scheduler's tests run on TensorFlow and JAX; the tf.distribute ones are ``tf_only``
+(JAX's ``DataParallel``: tests/test_jax.py).
+"""
 
 import subprocess
 import sys
@@ -7,8 +11,9 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+import backend
+from backend import numpy
 from tfdropblock import DropBlock2D, DropBlockScheduler, dropblock_layers
 
 
@@ -38,7 +43,7 @@ class RateLog(keras.callbacks.Callback):
         self.rates = []
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.rates.append([float(layer.current_rate.numpy()) for layer in dropblock_layers(
+        self.rates.append([float(numpy(layer.current_rate)) for layer in dropblock_layers(
             self.model)])
 
 
@@ -65,11 +70,11 @@ def test_scheduler_rate_drives_the_drop_fraction():
     model = keras.Sequential([keras.Input((16, 16, 8)), layer])
     scheduler = DropBlockScheduler(ramp_steps=10)
     scheduler.set_model(model)
-    fn = tf.function(lambda x: model(x, training=True))
+    fn = backend.training_call(model, "xla")  # one trace: the rate is read at run time
     fractions = []
     for step in (0, 5, 10):
         scheduler.update(step)
-        fractions.append(float(np.mean(fn(tf.ones((32, 16, 16, 8))).numpy() == 0)))
+        fractions.append(float(np.mean(numpy(fn(backend.ones((32, 16, 16, 8)))) == 0)))
     assert fractions[0] == 0.0
     assert 0.1 < fractions[1] < 0.25 < fractions[2] < 0.45, fractions
 
@@ -78,7 +83,10 @@ def test_scheduler_accepts_numpy_integers():
     assert DropBlockScheduler(np.int64(10)).ramp_steps == 10
 
 
+@pytest.mark.tf_only  # the JAX custom loop: tests/test_jax.py
 def test_scheduler_in_custom_training_loop():
+    import tensorflow as tf
+
     model = build(DropBlock2D(0.2, 3), DropBlock2D(0.2, 3))
     optimizer = keras.optimizers.SGD()
     scheduler = DropBlockScheduler(ramp_steps=3, start_rate=0.05)
@@ -95,7 +103,7 @@ def test_scheduler_in_custom_training_loop():
     rates = []
     for step in (1, 2, 7):  # a resumed loop: steps need not start at 0 nor be consecutive
         scheduler.update(step)
-        rates.append(float(dropblock_layers(model)[0].current_rate.numpy()))
+        rates.append(float(numpy(dropblock_layers(model)[0].current_rate)))
         train_step(tf.ones((4, 12, 12, 3)))
     assert rates == pytest.approx([0.05 + 0.15 / 3, 0.05 + 0.3 / 3, 0.2])
     assert train_step.experimental_get_tracing_count() == 1
@@ -147,6 +155,7 @@ MIRRORED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.tf_only
 def test_mirrored_strategy_each_replica_draws_its_own_masks():
     # Logical devices must be set before TensorFlow initialises: a fresh interpreter.
     result = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True,
@@ -269,6 +278,7 @@ def free_ports(n):
     return ports
 
 
+@pytest.mark.tf_only
 def test_multi_worker_mirrored_strategy_each_worker_draws_its_own_masks(tmp_path):
     import json
     import os

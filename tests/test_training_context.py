@@ -1,5 +1,7 @@
 """Immunity to Keras's call-context training leak, in plain calls and in Keras's own exports.
 
+The plain-call tests run on TensorFlow and JAX; the exports are ``tf_only``.
+
 In Keras 3.15 a layer whose ``call`` defaults ``training=True`` (Resizing, CenterCrop, the
 Random* layers) writes True into the call context, and a later layer defaulting to
 ``training=None`` inherits it under a plain ``model(x)`` and in ``model.export``. The layers
@@ -9,8 +11,9 @@ default to ``training=False``, which the functional node records, as Keras's Dro
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+import backend
+from backend import numpy
 from tfdropblock import DropBlock1D, DropBlock2D, DropBlock3D
 
 # TF (StatelessRandomUniformFullIntV2, RngReadAndSkip), ONNX (RandomUniform), LiteRT
@@ -53,10 +56,21 @@ IMAGES = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
 def test_plain_call_after_a_training_default_layer_is_inference(style, preprocessing):
     model = preprocessed(style, DropBlock2D(0.5, 3, seed=1), preprocessing)
     want = identity_twin(model)(IMAGES)
-    for call in (model, tf.function(model), lambda x: model.predict(x, verbose=0)):
-        np.testing.assert_array_equal(call(IMAGES), want)
+    calls = [model, lambda x: model.predict(x, verbose=0)]
+    if backend.TENSORFLOW:
+        import tensorflow as tf
+
+        calls.append(tf.function(model))
+    else:  # JAX: the stateless call a jax.jit inference step makes
+        import jax
+
+        calls.append(lambda x: jax.jit(lambda nt, t: backend.stateless(model, nt, t, None)[0])(
+            [v.value for v in model.non_trainable_variables], x))
+    want = numpy(want)
+    for call in calls:
+        np.testing.assert_array_equal(numpy(call(IMAGES)), want)
     # Training is still reachable, and does drop.
-    assert (model(IMAGES, training=True).numpy() == 0).mean() > 0.1
+    assert (numpy(model(IMAGES, training=True)) == 0).mean() > 0.1
 
 
 class TrainingByDefault(keras.layers.Layer):
@@ -71,8 +85,8 @@ def test_every_rank_is_immune(cls, shape):
     inputs = keras.Input(shape)
     model = keras.Model(inputs, cls(0.5, 2, seed=0)(TrainingByDefault()(inputs)))
     x = np.ones((8, *shape), np.float32)
-    np.testing.assert_array_equal(model(x), x)
-    assert (model(x, training=True).numpy() == 0).any()
+    np.testing.assert_array_equal(numpy(model(x)), x)
+    assert (numpy(model(x, training=True)) == 0).any()
 
 
 def test_fit_evaluate_and_custom_loops_still_choose_the_mode():
@@ -87,7 +101,7 @@ def test_fit_evaluate_and_custom_loops_still_choose_the_mode():
     model.predict(IMAGES, verbose=0)
     assert CountingDropBlock2D.drops == after_fit  # evaluate and predict did not
     a, b = model(IMAGES, training=True), model(IMAGES, training=True)
-    assert not np.array_equal(a, b)
+    assert not np.array_equal(numpy(a), numpy(b))
 
 
 class Block(keras.layers.Layer):
@@ -111,8 +125,9 @@ class Net(keras.Model):
 
 def test_layer_nested_in_a_subclassed_model_inherits_the_callers_mode():
     model = Net()
-    np.testing.assert_array_equal(model(IMAGES), model(IMAGES))
-    assert not np.array_equal(model(IMAGES, training=True), model(IMAGES, training=True))
+    np.testing.assert_array_equal(numpy(model(IMAGES)), numpy(model(IMAGES)))
+    assert not np.array_equal(numpy(model(IMAGES, training=True)),
+                              numpy(model(IMAGES, training=True)))
 
 
 # --- Keras's own model.export ------------------------------------------------------------------
@@ -128,8 +143,11 @@ def assert_no_random_op(types):
     assert not [t for t in types if any(r in t.lower() for r in RANDOM_OPS)], sorted(types)
 
 
+@pytest.mark.tf_only
 @pytest.mark.parametrize("style", ["functional", "sequential"])
 def test_keras_saved_model_export_is_the_identity_path(style, tmp_path):
+    import tensorflow as tf
+
     model = preprocessed(style, DropBlock2D(0.5, 3, seed=1))
     model.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)
     serve = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
@@ -140,6 +158,7 @@ def test_keras_saved_model_export_is_the_identity_path(style, tmp_path):
     np.testing.assert_allclose(first, identity_twin(model)(IMAGES), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.tf_only
 @pytest.mark.parametrize("style", ["functional", "sequential"])
 def test_keras_onnx_export_loads_in_onnxruntime(style, tmp_path):
     onnx = pytest.importorskip("onnx")
@@ -157,6 +176,7 @@ def test_keras_onnx_export_loads_in_onnxruntime(style, tmp_path):
     np.testing.assert_allclose(out, identity_twin(model)(IMAGES), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.tf_only
 def test_keras_litert_export_runs_in_the_litert_interpreter(tmp_path):
     litert = pytest.importorskip("ai_edge_litert.interpreter")
     model = preprocessed("functional", DropBlock2D(0.5, 3, seed=1), "center_crop")

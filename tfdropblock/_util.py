@@ -26,3 +26,35 @@ def describe_error(error, limit=400):
     name when the message is empty)."""
     text = _first_line(error, limit)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def use_tensorflow_backend():
+    """Make Keras run on TensorFlow in this process, whatever ``KERAS_BACKEND`` (or
+    ``keras.json``) says; the export kit needs TensorFlow graphs. Keras fixes its backend when it
+    is imported, so this works only before; returns the sentence :func:`non_tensorflow_backend`
+    gives when Keras already runs on another backend, else None."""
+    import os
+    import sys
+
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+        return None
+    return non_tensorflow_backend()
+
+
+def non_tensorflow_backend():
+    """None when Keras runs (or, not imported yet, will run) on TensorFlow; else one sentence
+    saying what to do instead. Does not import Keras."""
+    import os
+    import sys
+
+    if "keras" in sys.modules:
+        name = sys.modules["keras"].backend.backend()
+    else:
+        name = os.environ.get("KERAS_BACKEND") or "tensorflow"
+    if name == "tensorflow":
+        return None
+    return (f"the export kit needs Keras on the TensorFlow backend and this process runs it on "
+            f"{name}: save the model (model.save('model.keras')) and run "
+            f"`tfdropblock verify model.keras`, which uses TensorFlow whatever KERAS_BACKEND "
+            f"says, or set KERAS_BACKEND=tensorflow before Keras is imported.")

@@ -240,6 +240,10 @@ def main(argv=None):
     """Console entry point; returns the exit status (and exits with it when run as a script)."""
     # TensorFlow's C++ start-up log would bury the report; failures reach us as exceptions.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Before Keras is imported: the kit needs TensorFlow graphs whatever KERAS_BACKEND says.
+    from tfdropblock._util import use_tensorflow_backend
+
+    backend_problem = use_tensorflow_backend()
     _printable_paths()
     from tfdropblock.export.execution import stopping
 
@@ -247,6 +251,8 @@ def main(argv=None):
     try:
         _import_plugins(argv)
         args = build_parser().parse_args(argv)
+        if backend_problem:
+            _fail(f"{PROG}: error: {backend_problem}", EXIT_USAGE)
         _check_outputs(args)
         _import_tensorflow_quietly()
         return {"verify": _verify, "ship": _ship, "export": _ship, "inspect": _inspect,

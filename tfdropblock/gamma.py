@@ -107,40 +107,43 @@ def gamma_for(rate, spatial_shape, block_size, mode: str = "paper") -> float:
 
 
 def gamma_tensor(rate, spatial_shape, block, mode: str):
-    """Gamma as a float32 tensor from a (possibly variable) rate tensor.
+    """Gamma as a float32 tensor from a (possibly variable) rate tensor, on any Keras backend.
 
-    ``spatial_shape`` and the clamped ``block`` are ints, or scalar tensors for a map whose size
-    is known only at run time. The exact mode runs a few Newton steps on the coverage equation,
-    starting from the paper's gamma: the equation is concave and increasing in gamma and the
-    paper's gamma never exceeds the root, so the iterates climb to the root without
-    overshooting. With static sizes everything but ``rate`` is a compile-time constant, which
-    keeps the XLA graph static.
+    ``spatial_shape`` and the clamped ``block`` are ints, or (TensorFlow only) scalar tensors
+    for a map whose size is known only at run time. The exact mode runs a few Newton steps on
+    the coverage equation, starting from the paper's gamma: the equation is concave and
+    increasing in gamma and the paper's gamma never exceeds the root, so the iterates climb to
+    the root without overshooting. With static sizes everything but ``rate`` is a compile-time
+    constant, which keeps an XLA graph static.
     """
-    import tensorflow as tf
+    from keras import ops
 
     static = all(is_int(v) for v in (*spatial_shape, *block))
     # A rate tensor cannot be validated without ops; clipping keeps it meaningful instead.
-    rate = tf.clip_by_value(tf.cast(rate, tf.float32), 0.0, 1.0)
+    rate = ops.clip(ops.cast(rate, "float32"), 0.0, 1.0)
     if static:
         factor = paper_gamma_factor(spatial_shape, block)
     else:
+        import tensorflow as tf
+
         sizes = [tf.cast(s, tf.float32) for s in spatial_shape]
         blocks = [tf.cast(b, tf.float32) for b in block]
         factor = (_product(sizes) / _product(blocks)
                   / _product([s - b + 1.0 for s, b in zip(sizes, blocks)]))
-    gamma = tf.minimum(rate * factor, 1.0)
+    gamma = ops.minimum(rate * factor, 1.0)
     if mode == "paper":
         return gamma
     if static:
-        k, weight = coverage_histogram(tuple(spatial_shape), tuple(block))
-        k, weight = tf.constant(k, tf.float32), tf.constant(weight, tf.float32)
+        k, weight = coverage_histogram(tuple(int(s) for s in spatial_shape),
+                                       tuple(int(b) for b in block))
+        k, weight = ops.convert_to_tensor(k, "float32"), ops.convert_to_tensor(weight, "float32")
     else:
         k, weight = _coverage_tensor(spatial_shape, block)
     for _ in range(_NEWTON_STEPS):
         keep = 1.0 - gamma
-        excess = tf.reduce_sum(weight * (1.0 - keep**k)) - rate
-        slope = tf.reduce_sum(weight * k * keep ** (k - 1.0))
-        gamma = tf.clip_by_value(gamma - excess / tf.maximum(slope, 1e-12), 0.0, 1.0)
+        excess = ops.sum(weight * (1.0 - keep**k)) - rate
+        slope = ops.sum(weight * k * keep ** (k - 1.0))
+        gamma = ops.clip(gamma - excess / ops.maximum(slope, 1e-12), 0.0, 1.0)
     return gamma
 
 
@@ -173,10 +176,10 @@ _NEWTON_STEPS = 8
 
 # --- The seed probability the layers realise with dense seeds ----------------------------------
 #
-# In graph mode, up to ``tfdropblock.ops.SPARSE_MAX_RATE``, the layers draw the gaps between
+# In graph mode, up to ``tfdropblock.tf_ops.SPARSE_MAX_RATE``, the layers draw the gaps between
 # seeds in float64 and realise gamma itself. Under XLA, and in graph mode above that rate, they
 # compare 16 random bits per seed with a threshold that is rounded up or down at
-# random once per call (``tfdropblock.ops._seed_threshold``): a call realises the seed
+# random once per call (``tfdropblock.tf_ops._seed_threshold``): a call realises the seed
 # probability ``floor(gamma * 2**16 + r) / 2**16`` with ``r ~ U[0, 1)``. Any one call is within
 # 2**-16 of gamma (relative error below ``2**-16 / gamma``: 0.46% for the paper's 28x28 map,
 # block 7, rate 0.1, where gamma = 3.3e-3), and over calls the mean is gamma exactly, capped at

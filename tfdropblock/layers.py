@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 from tfdropblock import ops, validation
 from tfdropblock._compat import flatten_layers
@@ -50,22 +49,15 @@ class _DropBlock(keras.layers.Layer):
         if isinstance(training, (bool, type(None))):
             # A Python branch, as Keras's Dropout: inference adds no op at all.
             return self._drop(inputs) if training else inputs
-        return tf.cond(tf.cast(training, tf.bool), lambda: self._drop(inputs), lambda: inputs)
+        return keras.ops.cond(keras.ops.cast(training, "bool"), lambda: self._drop(inputs),
+                              lambda: inputs)
 
     def _drop(self, inputs):
-        return ops.drop(inputs, self.current_rate, self.block_size, self._replica_seed(),
+        # The generator itself: on TensorFlow, each tf.distribute replica folds in its id
+        # (tfdropblock.tf_ops.stateless_seed); on JAX, a stateless call threads its state.
+        return ops.drop(inputs, self.current_rate, self.block_size, self.seed_generator,
                         self.data_format, self.share_channels, self.gamma_mode,
                         max_rate=self.rate)
-
-    def _replica_seed(self):
-        seed = self.seed_generator.next()
-        # Every replica of a MirroredStrategy reads the same generator state; folding in the
-        # replica id gives each replica's shard masks of its own.
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            seed = tf.random.experimental.stateless_fold_in(
-                seed, tf.cast(context.replica_id_in_sync_group, tf.int64))
-        return seed
 
     def compute_output_spec(self, inputs, *args, **kwargs):
         # Functional models build from this spec without running call(): check here too.

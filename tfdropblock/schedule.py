@@ -42,7 +42,13 @@ class DropBlockScheduler(keras.callbacks.Callback):
 
     In a custom loop, call ``scheduler.set_model(model)`` once, then ``scheduler.update(step)``
     before each step with your global step. (Keras's ``on_train_batch_begin(batch)`` passes the
-    batch index within the epoch, which is not a global step, so the callback ignores it.)
+    batch index within the epoch, which is not a global step, so the callback ignores it.) A
+    stateless loop (a ``jax.jit`` step on ``model.stateless_call``) holds the variables' values
+    itself: ``non_trainable = scheduler.stateless_update(step, non_trainable)`` puts the rates
+    into that list instead, the rest of it (the seed state) as it was.
+
+    On JAX, ``fit`` keeps the model's state outside its variables during an epoch; the callback
+    syncs it (``model.jax_state_sync()``) before each step, so the step reads the rate it sets.
     """
 
     def __init__(self, ramp_steps=None, start_rate=0.0, schedule=None):
@@ -80,16 +86,34 @@ class DropBlockScheduler(keras.callbacks.Callback):
         progress = min(max(step, 0) / self.ramp_steps, 1.0)
         return self.start_rate + (target_rate - self.start_rate) * progress
 
+    def rates(self, step):
+        """``{layer: rate at step}`` for every DropBlock layer of the model."""
+        fraction = None if self.schedule is None else self.fraction_at(step)
+        return {layer: self.rate_at(step, layer.rate) if fraction is None
+                else layer.rate * fraction for layer in dropblock_layers(self.model)}
+
     def update(self, step):
         """Set every DropBlock layer's rate for ``step``; returns the layers updated."""
-        layers = dropblock_layers(self.model)
-        fraction = None if self.schedule is None else self.fraction_at(step)
-        for layer in layers:
-            rate = self.rate_at(step, layer.rate) if fraction is None else layer.rate * fraction
+        rates = self.rates(step)
+        for layer, rate in rates.items():
             layer.current_rate.assign(rate)
-        return layers
+        return list(rates)
+
+    def stateless_update(self, step, non_trainable_variables):
+        """``non_trainable_variables`` (values, in ``model.non_trainable_variables``' order) with
+        every DropBlock layer's rate for ``step``; the layers' variables are left alone."""
+        by_variable = {id(layer.current_rate): rate for layer, rate in self.rates(step).items()}
+        return [keras.ops.convert_to_tensor(by_variable[id(variable)], "float32")
+                if id(variable) in by_variable else value
+                for variable, value in zip(self.model.non_trainable_variables,
+                                           non_trainable_variables)]
 
     def _step(self):
+        # Keras's JAX trainer holds the state outside the variables during an epoch: write it
+        # back, which also makes the trainer read the variables (the rate set next) again.
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
         optimizer = getattr(self.model, "optimizer", None)
         iterations = getattr(optimizer, "iterations", None)
         if iterations is not None and getattr(optimizer, "built", True):
