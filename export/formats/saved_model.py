@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfdropblock._compat import write_out
 from tfdropblock._util import describe_error
 from tfdropblock.export.errors import ConversionError, InputError
 from tfdropblock.export.formats.base import Format, register
@@ -41,7 +42,7 @@ def export_saved_model(model, path, signature, function=None):
     else:
         fn, input_signature = signature.endpoint(model)
         archive.add_endpoint(ENDPOINT, fn, input_signature=input_signature)
-    archive.write_out(str(path), verbose=False)
+    write_out(archive, path)
     return path
 
 
