@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import needs_keras_export
 from tfdropblock import DropBlock1D, DropBlock2D, DropBlock3D
+from tfdropblock._compat import model_export
 
 # TF (StatelessRandomUniformFullIntV2, RngReadAndSkip), ONNX (RandomUniform), LiteRT
 # (RANDOM_UNIFORM, FlexStatelessRandom...): matched without case.
@@ -131,7 +133,7 @@ def assert_no_random_op(types):
 @pytest.mark.parametrize("style", ["functional", "sequential"])
 def test_keras_saved_model_export_is_the_identity_path(style, tmp_path):
     model = preprocessed(style, DropBlock2D(0.5, 3, seed=1))
-    model.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)
+    model_export(model, tmp_path / "sm", "tf_saved_model")
     serve = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
     assert_no_random_op(graph_op_types(serve.graph.as_graph_def()))
     [first] = serve(tf.constant(IMAGES)).values()
@@ -140,6 +142,7 @@ def test_keras_saved_model_export_is_the_identity_path(style, tmp_path):
     np.testing.assert_allclose(first, identity_twin(model)(IMAGES), rtol=1e-6, atol=1e-6)
 
 
+@needs_keras_export("onnx")
 @pytest.mark.parametrize("style", ["functional", "sequential"])
 def test_keras_onnx_export_loads_in_onnxruntime(style, tmp_path):
     onnx = pytest.importorskip("onnx")
@@ -147,7 +150,7 @@ def test_keras_onnx_export_loads_in_onnxruntime(style, tmp_path):
     model = preprocessed(style, DropBlock2D(0.5, 3, seed=1))
     path = str(tmp_path / "m.onnx")
     model(IMAGES)  # Keras's ONNX export refuses a model that was never called
-    model.export(path, format="onnx", verbose=False)
+    model_export(model, path, "onnx")
     proto = onnx.load(path)
     onnx.checker.check_model(proto)
     assert_no_random_op({node.op_type for node in proto.graph.node})
@@ -157,11 +160,12 @@ def test_keras_onnx_export_loads_in_onnxruntime(style, tmp_path):
     np.testing.assert_allclose(out, identity_twin(model)(IMAGES), rtol=1e-5, atol=1e-5)
 
 
+@needs_keras_export("litert")
 def test_keras_litert_export_runs_in_the_litert_interpreter(tmp_path):
     litert = pytest.importorskip("ai_edge_litert.interpreter")
     model = preprocessed("functional", DropBlock2D(0.5, 3, seed=1), "center_crop")
     path = str(tmp_path / "m.tflite")
-    model.export(path, format="litert", verbose=False)
+    model_export(model, path, "litert")
     interpreter = litert.Interpreter(
         model_path=path,
         experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
