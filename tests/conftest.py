@@ -56,7 +56,7 @@ def tiny_image_model():
             dropblock_cls = tfdropblock.DropBlock2D
         keras.utils.set_random_seed(0)
         inputs = keras.Input((16, 16, 3), name="image")
-        x = keras.layers.Resizing(16, 16)(inputs) if resizing else inputs
+        x = training_on_by_default(16)(inputs) if resizing else inputs
         x = keras.layers.Conv2D(4, 3, padding="same")(x)
         if dropblock_cls is not None:
             x = dropblock_cls(rate, block_size)(x)
@@ -79,6 +79,71 @@ def context_following_dropblock():
             return super().call(inputs, training=training)
 
     return DropBlock2D
+
+
+def training_on_by_default(size):
+    """A deterministic layer whose ``call`` defaults to ``training=True``, so that under a plain
+    ``model(x)`` Keras runs the layers after it in training mode: ``Resizing(size, size)`` from
+    Keras 3.6 on (when Resizing became an image preprocessing layer taking ``training``).
+    Keras 3.5's Resizing takes no ``training`` and switches nothing on, and its layers that
+    default to ``training=True`` all draw noise then (Random*): there, an identity layer of
+    the tests' own that defaults to ``training=True``. docs/COMPATIBILITY.md."""
+    import keras
+
+    from tfdropblock._compat import keras_version, version_tuple
+
+    if version_tuple(keras_version()) >= (3, 6, 0):
+        return keras.layers.Resizing(size, size)
+    return _training_on_by_default_class()()
+
+
+_TRAINING_ON = []
+
+
+def _training_on_by_default_class():
+    if not _TRAINING_ON:
+        import keras
+
+        @keras.saving.register_keras_serializable(package="tfdropblock_tests")
+        class TrainingOnByDefault(keras.layers.Layer):
+            """An identity whose call defaults to training=True, as Resizing's (Keras 3.6 on)."""
+
+            def call(self, x, training=True):
+                return x
+
+        _TRAINING_ON.append(TrainingOnByDefault)
+    return _TRAINING_ON[0]
+
+
+def keras_formats():
+    """The kit's formats whose Keras exporter (``model.export(format=...)``) the installed
+    Keras has: all three from Keras 3.13 on, ``saved_model`` alone on Keras 3.5 to 3.7."""
+    from tfdropblock._compat import keras_export_missing
+    from tfdropblock.export import FORMATS, formats
+
+    return tuple(name for name in FORMATS
+                 if keras_export_missing(formats.get(name).keras_format) is None)
+
+
+def needs_keras_export(keras_format):
+    """Skips a test of Keras's ``model.export(format=keras_format)`` on a Keras without it,
+    the reason naming the installed version and the first that has it."""
+    from tfdropblock._compat import keras_export_missing
+
+    missing = keras_export_missing(keras_format)
+    return pytest.mark.skipif(missing is not None, reason=str(missing))
+
+
+def exact_gelu_lowers_to_erfc():
+    """Whether this TensorFlow's exact ``tf.nn.gelu`` lowers to Erfc, which tf2onnx 1.17 lacks
+    (TensorFlow 2.21.0), rather than to Erf, which it converts (TensorFlow 2.16.2). Where it
+    does not, the op tf2onnx lacks in a gelu network with a grouped conv is the conv's
+    jit_compile function call (StatefulPartitionedCall). docs/COMPATIBILITY.md."""
+    import tensorflow as tf
+
+    graph = tf.function(lambda x: tf.nn.gelu(x, approximate=False)).get_concrete_function(
+        tf.TensorSpec([1], tf.float32)).graph
+    return "Erfc" in {op.type for op in graph.get_operations()}
 
 
 def write_and_import(folder, name, source):

@@ -6,6 +6,7 @@ the matrix found (captured Normalization constants, constant outputs, an op tf2o
 """
 
 from benchmarks.applications import build, late_block_outputs, run_cell, summarise
+from conftest import exact_gelu_lowers_to_erfc
 
 
 def _statuses(cell):
@@ -42,4 +43,7 @@ def test_op_tf2onnx_lacks_is_exit_3_naming_the_op(tmp_path):
                     workdir=tmp_path)
     assert cell["exit"] == 3, (summarise(cell), cell["stderr"])
     assert _statuses(cell) == {"onnx": "error"}, summarise(cell)
-    assert "Erfc" in cell["report"]["formats"]["onnx"]["error"]
+    # TensorFlow 2.16 lowers gelu to Erf, which tf2onnx converts: the depthwise conv's
+    # jit_compile call is the op it lacks there.
+    lacked = "Erfc" if exact_gelu_lowers_to_erfc() else "StatefulPartitionedCall"
+    assert lacked in cell["report"]["formats"]["onnx"]["error"]

@@ -16,6 +16,7 @@ import keras
 import pytest
 
 from tfdropblock import cli
+from tfdropblock._compat import model_export
 from conftest import write_and_import
 from fault_injection import FAULT_ENV
 
@@ -245,7 +246,7 @@ def test_bad_inputs_file_is_exit_2(models, tmp_path, capsys):
 def test_inspect_exit_codes(models, tmp_path, capsys, tiny_image_model,
                             context_following_dropblock):
     leaky = tiny_image_model(context_following_dropblock, resizing=True)
-    leaky.export(str(tmp_path / "plain"), format="tf_saved_model", verbose=False)
+    model_export(leaky, tmp_path / "plain", "tf_saved_model")
     assert cli.main(["inspect", str(tmp_path / "plain"), "--json", str(tmp_path / "i.json")]) == 1
     out = capsys.readouterr().out
     assert "random op StatelessRandom" in out and "drop_block2d" in out

@@ -8,6 +8,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfdropblock import _compat
@@ -103,3 +104,106 @@ def test_keras_home_is_the_folder_get_file_caches_in(tmp_path, monkeypatch):
     (tmp_path / "datasets" / "f.txt").write_text("cached")
     path = keras.utils.get_file("f.txt", origin="http://127.0.0.1:9/never")
     assert path == str(tmp_path / "datasets" / "f.txt")
+
+
+# -- What differs between the supported versions ---------------------------------------------
+
+
+def test_version_tuple_reads_release_numbers():
+    assert _compat.version_tuple("3.15.1") == (3, 15, 1)
+    assert _compat.version_tuple("2.16.0rc0") == (2, 16, 0)
+    assert _compat.version_tuple("3.5") == (3, 5, 0)
+    assert _compat.version_tuple("2.21.0.dev20261201") == (2, 21, 0)
+    assert _compat.keras_version() == keras.__version__
+
+
+@pytest.mark.parametrize("version, missing", [
+    ("3.5.0", {"onnx": "3.8.0", "openvino": "3.11.0", "litert": "3.13.0"}),
+    ("3.8.0", {"openvino": "3.11.0", "litert": "3.13.0"}),
+    ("3.12.4", {"litert": "3.13.0"}),
+    ("3.13.0", {}),
+    ("3.15.1", {}),
+])
+def test_keras_export_missing_names_installed_and_first_versions(version, missing):
+    for fmt in ("tf_saved_model", "onnx", "openvino", "litert"):
+        why = _compat.keras_export_missing(fmt, version)
+        if fmt in missing:
+            assert why == (f"the installed Keras {version} has no model.export(format={fmt!r}); "
+                           f"it arrived in Keras {missing[fmt]}")
+        else:
+            assert why is None
+    assert _compat.keras_export_missing(None, version) is None
+
+
+def test_keras_export_since_is_true_of_the_installed_keras():
+    # Keras 3.8 on lists its formats in Model.export ("available_formats"); before, it wrote a
+    # SavedModel whatever `format` said, and named no other format.
+    import inspect
+
+    source = inspect.getsource(keras.Model.export)
+    for fmt in ("onnx", "openvino", "litert"):
+        has = _compat.keras_export_missing(fmt) is None
+        assert (f'"{fmt}"' in source) == has, (fmt, keras.__version__)
+
+
+class _Archive:
+    def __init__(self):
+        self.calls = []
+
+
+class _OldArchive(_Archive):  # Keras 3.5: write_out(filepath, options=None)
+    def write_out(self, filepath, options=None):
+        self.calls.append((filepath, {}))
+
+
+class _NewArchive(_Archive):  # Keras 3.6 on
+    def write_out(self, filepath, options=None, verbose=True):
+        self.calls.append((filepath, {"verbose": verbose}))
+
+
+def test_write_out_passes_verbose_only_where_it_is_taken(tmp_path):
+    old, new = _OldArchive(), _NewArchive()
+    _compat.write_out(old, tmp_path / "a")
+    _compat.write_out(new, tmp_path / "b")
+    assert old.calls == [(str(tmp_path / "a"), {})]
+    assert new.calls == [(str(tmp_path / "b"), {"verbose": False})]
+
+
+def test_write_out_writes_a_saved_model_with_the_installed_keras(tmp_path, capsys):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda x: model(x, training=False),
+                         input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    _compat.write_out(archive, tmp_path / "sm")
+    assert (tmp_path / "sm" / "saved_model.pb").is_file()
+    reloaded = tf.saved_model.load(str(tmp_path / "sm"))
+    assert reloaded.serve(tf.ones((1, 3))).shape == (1, 2)
+
+
+class _OldModel:  # Keras 3.5: export(filepath, format="tf_saved_model")
+    def __init__(self):
+        self.calls = []
+
+    def export(self, filepath, format="tf_saved_model"):
+        self.calls.append((filepath, format))
+
+
+def test_model_export_drops_verbose_before_keras_3_6_and_refuses_missing_formats(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(_compat, "keras_version", lambda: "3.5.0")
+    model = _OldModel()
+    _compat.model_export(model, tmp_path / "m", "tf_saved_model")
+    assert model.calls == [(str(tmp_path / "m"), "tf_saved_model")]
+    # Keras 3.5 would write a SavedModel for format="litert": refused instead.
+    with pytest.raises(ValueError, match=r"^The installed Keras 3\.5\.0 has no "
+                                         r"model\.export\(format='litert'\); it arrived in "
+                                         r"Keras 3\.13\.0\.$"):
+        _compat.model_export(model, tmp_path / "t", "litert")
+    assert len(model.calls) == 1
+
+
+def test_model_export_writes_a_saved_model_with_the_installed_keras(tmp_path, capsys):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    _compat.model_export(model, tmp_path / "sm", "tf_saved_model")
+    assert (tmp_path / "sm" / "saved_model.pb").is_file()

@@ -10,8 +10,10 @@ import keras
 import numpy as np
 import pytest
 
-from tfdropblock import cli
+from conftest import keras_formats, needs_keras_export, training_on_by_default
+from tfdropblock import _compat, cli
 from tfdropblock.export import FORMATS, InputError, verify
+from tfdropblock.export import formats as registry
 from tfdropblock.export.model.leaks import training_mode_leaks
 from tfdropblock.export.core.results import FormatResult
 
@@ -32,18 +34,20 @@ def leak(leaky_model):
 
 @pytest.fixture(scope="module")
 def keras_leak_report(leaky_model):
-    return verify(leaky_model, exporter="keras")
+    return verify(leaky_model, exporter="keras", formats=keras_formats())
 
 
 def test_keras_exporter_on_a_clean_model_passes_every_format(tiny_image_model, tmp_path):
-    report = verify(tiny_image_model(resizing=True), exporter="keras", out_dir=tmp_path)
+    # Every format the installed Keras exports (saved_model alone before Keras 3.8).
+    report = verify(tiny_image_model(resizing=True), exporter="keras", out_dir=tmp_path,
+                    formats=keras_formats())
     assert report.exit_code == 0, str(report)
     data = json.loads(report.to_json())
     assert data["settings"]["exporter"] == "keras"
     assert {name: r["exporter"] for name, r in data["formats"].items()} == dict.fromkeys(
-        FORMATS, "keras")
+        keras_formats(), "keras")
     # As an isolated child sends it to the parent.
-    assert FormatResult.from_dict(data["formats"]["onnx"]).exporter == "keras"
+    assert FormatResult.from_dict(data["formats"]["saved_model"]).exporter == "keras"
     assert data["model"]["training_mode_leaks"] == []
     for r in data["formats"].values():
         assert r["checks"]["training_mode"]["ok"] is True
@@ -52,14 +56,17 @@ def test_keras_exporter_on_a_clean_model_passes_every_format(tiny_image_model, t
     import tensorflow as tf
 
     assert "serving_default" in tf.saved_model.load(str(tmp_path / "saved_model")).signatures
-    renamed = data["formats"]["onnx"]["checks"]["validity"]["renamed"]
-    assert renamed["outputs"] == {"Identity:0": "output_0"}
+    if "onnx" in data["formats"]:
+        renamed = data["formats"]["onnx"]["checks"]["validity"]["renamed"]
+        assert renamed["outputs"] == {"Identity:0": "output_0"}
 
 
 def test_a_leak_fails_each_format_keras_exports_it_to(keras_leak_report, leak):
     report = keras_leak_report
     assert report.exit_code == 1
-    reached = ("saved_model", "onnx")  # Keras 3.15's LiteRT exporter passes training=False
+    # Keras 3.15's LiteRT exporter passes training=False; Keras before 3.8 exports SavedModel
+    # alone.
+    reached = [name for name in ("saved_model", "onnx") if name in report.formats]
     for name in reached:
         result = report.formats[name]
         assert result.status == "failed"
@@ -70,11 +77,13 @@ def test_a_leak_fails_each_format_keras_exports_it_to(keras_leak_report, leak):
         assert any("random op StatelessRandomUniform" in f and f"in layer {leak!r}" in f
                    for f in structure), structure
         assert any(leak in f and "name scope" in f for f in structure), structure
-    [invalid] = [f for f in report.formats["onnx"].findings if f.check == "validity"]
-    assert "ONNXRuntimeError" in invalid.why  # Keras reported success for this file
-    tflite = report.formats["tflite"]
-    assert tflite.status == "passed", str(report)
-    assert tflite.checks["training_mode"].details["reached"] is False
+    if "onnx" in report.formats:
+        [invalid] = [f for f in report.formats["onnx"].findings if f.check == "validity"]
+        assert "ONNXRuntimeError" in invalid.why  # Keras reported success for this file
+    if "tflite" in report.formats:
+        tflite = report.formats["tflite"]
+        assert tflite.status == "passed", str(report)
+        assert tflite.checks["training_mode"].details["reached"] is False
 
 
 def test_training_mode_leaks_names_the_first_changed_layer_only(keras_leak_report, leak):
@@ -105,6 +114,7 @@ class Noisy(keras.layers.Layer):
         return x * keras.random.uniform(keras.ops.shape(x), seed=self.seeds)
 
 
+@needs_keras_export("litert")
 def test_keras_litert_flex_op_is_a_finding_naming_op_and_layer():
     inputs = keras.Input((16, 16, 3), name="image")
     x = Noisy(name="noisy")(keras.layers.Conv2D(4, 3, padding="same")(inputs))
@@ -120,7 +130,7 @@ def test_keras_litert_flex_op_is_a_finding_naming_op_and_layer():
 
 
 def batch_norm_model(style, resizing=True):
-    layers = [keras.layers.Resizing(16, 16)] if resizing else []
+    layers = [training_on_by_default(16)] if resizing else []
     layers += [keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(name="bn"),
                keras.layers.Flatten(), keras.layers.Dense(2)]
     if style == "sequential":
@@ -147,7 +157,7 @@ class Preprocessed(keras.Model):
 
     def __init__(self):
         super().__init__(name="preprocessed")
-        self.resize = keras.layers.Resizing(16, 16)
+        self.resize = training_on_by_default(16)
         self.bn = keras.layers.BatchNormalization()
 
     def call(self, x, training=None):
@@ -208,3 +218,42 @@ def test_cli_passes_the_exporter_to_verify(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "exporter='keras'" in err and "no_keras_exporter" in err, err
+
+
+# -- A Keras exporter the installed Keras lacks ------------------------------------------------
+
+MISSING = {name: _compat.keras_export_missing(registry.get(name).keras_format)
+           for name in FORMATS}
+MISSING = {name: why for name, why in MISSING.items() if why}
+
+
+@pytest.mark.parametrize("name", list(MISSING) or [pytest.param("tflite", marks=pytest.mark.skip(
+    reason=f"Keras {keras.__version__} has the exporter of every format (this test is for "
+           "Keras before 3.13; the next one asserts the same answer on any Keras)"))])
+def test_a_keras_exporter_the_installed_keras_lacks_is_exit_2_naming_both_versions(name, capsys):
+    assert cli.main(["verify", "--exporter", "keras", "--formats", name]) == 2
+    out = capsys.readouterr()
+    err = out.err.strip().splitlines()[-1]
+    since = _compat.KERAS_EXPORT_SINCE[{"tflite": "litert"}.get(name, name)]
+    assert f"installed Keras {keras.__version__} has no model.export" in err, err
+    assert f"it arrived in Keras {since}" in err and "--exporter keras" in err, err
+    assert "Traceback" not in out.err + out.out
+    with pytest.raises(InputError, match=f"installed Keras {keras.__version__}"):
+        verify(None, formats=(name,), exporter="keras")
+
+
+def test_a_keras_older_than_the_exporter_is_refused_before_any_conversion(monkeypatch, capsys):
+    # On any stack: as the installed Keras 3.5 answers (the test above asserts it there).
+    monkeypatch.setattr(_compat, "keras_version", lambda: "3.5.0")
+    assert cli.main(["verify", "--exporter", "keras"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == ("tfdropblock: error: Invalid formats=['tflite', 'onnx'] (--formats) with "
+                   "exporter='keras' (--exporter keras): the installed Keras 3.5.0 has no "
+                   "model.export(format='litert'); it arrived in Keras 3.13.0; the installed "
+                   "Keras 3.5.0 has no model.export(format='onnx'); it arrived in Keras 3.8.0; "
+                   "exporter='tfdropblock' (the default) converts them."), err
+    # SavedModel has Keras's exporter on every supported Keras: no refusal before the run.
+    from tfdropblock.export.settings import Settings
+    from tfdropblock.export.verifier import check_keras_formats
+
+    check_keras_formats(Settings(exporter="keras"), ("saved_model",))

@@ -116,3 +116,24 @@ def test_every_package_folder_is_installed():
             parts = init.parent.relative_to(REPO / folder).parts
             found.add(".".join((package, *parts)))
     assert found == listed, f"missing from pyproject: {sorted(found - listed)}"
+
+
+def test_installing_the_kit_beside_a_supported_stack_keeps_it(tmp_path):
+    """The project's ranges take the TensorFlow and Keras already installed (on the oldest
+    stack, TensorFlow 2.16 and Keras 3.5): pip's dry run of ``pip install ".[export]"`` into
+    this environment installs neither, nor numpy or protobuf."""
+    import json
+    from importlib import metadata
+
+    report = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-input",
+         "--report", str(report), f"{REPO}[export]"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    would = {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"]
+             for item in json.loads(report.read_text())["install"]}
+    kept = {name: metadata.version(name)
+            for name in ("tensorflow", "keras", "numpy", "protobuf", "ml-dtypes")}
+    assert not set(would) & set(kept), f"would install {would} beside {kept}"
+    assert set(would) <= {"tfdropblock"}, f"would install {would} beside {kept}"

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 import tfdropblock
+from tfdropblock._compat import write_out
 from tfdropblock.export import InputError
 from tfdropblock.export.core.errors import ConversionError
 from tfdropblock.export.formats.onnx.conversion import _from_function, convert_onnx
@@ -245,7 +246,7 @@ def test_calibrating_a_training_mode_export_is_refused(cnn, tmp_path):
     archive.track(model)
     archive.add_endpoint(ENDPOINT, lambda x: model(x, training=True),
                          input_signature=[signature.struct])
-    archive.write_out(str(tmp_path / "train"), verbose=False)
+    write_out(archive, tmp_path / "train")
     with pytest.raises(ConversionError, match="StatelessRandom"):
         quantize_tflite(tmp_path / "train", "int8", cnn["calibration"])
 

@@ -14,7 +14,9 @@ import pytest
 
 import backend
 from backend import numpy
+from conftest import needs_keras_export
 from tfdropblock import DropBlock1D, DropBlock2D, DropBlock3D
+from tfdropblock._compat import model_export
 
 # TF (StatelessRandomUniformFullIntV2, RngReadAndSkip), ONNX (RandomUniform), LiteRT
 # (RANDOM_UNIFORM, FlexStatelessRandom...): matched without case.
@@ -149,7 +151,7 @@ def test_keras_saved_model_export_is_the_identity_path(style, tmp_path):
     import tensorflow as tf
 
     model = preprocessed(style, DropBlock2D(0.5, 3, seed=1))
-    model.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)
+    model_export(model, tmp_path / "sm", "tf_saved_model")
     serve = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
     assert_no_random_op(graph_op_types(serve.graph.as_graph_def()))
     [first] = serve(tf.constant(IMAGES)).values()
@@ -159,6 +161,7 @@ def test_keras_saved_model_export_is_the_identity_path(style, tmp_path):
 
 
 @pytest.mark.tf_only
+@needs_keras_export("onnx")
 @pytest.mark.parametrize("style", ["functional", "sequential"])
 def test_keras_onnx_export_loads_in_onnxruntime(style, tmp_path):
     onnx = pytest.importorskip("onnx")
@@ -166,7 +169,7 @@ def test_keras_onnx_export_loads_in_onnxruntime(style, tmp_path):
     model = preprocessed(style, DropBlock2D(0.5, 3, seed=1))
     path = str(tmp_path / "m.onnx")
     model(IMAGES)  # Keras's ONNX export refuses a model that was never called
-    model.export(path, format="onnx", verbose=False)
+    model_export(model, path, "onnx")
     proto = onnx.load(path)
     onnx.checker.check_model(proto)
     assert_no_random_op({node.op_type for node in proto.graph.node})
@@ -177,11 +180,12 @@ def test_keras_onnx_export_loads_in_onnxruntime(style, tmp_path):
 
 
 @pytest.mark.tf_only
+@needs_keras_export("litert")
 def test_keras_litert_export_runs_in_the_litert_interpreter(tmp_path):
     litert = pytest.importorskip("ai_edge_litert.interpreter")
     model = preprocessed("functional", DropBlock2D(0.5, 3, seed=1), "center_crop")
     path = str(tmp_path / "m.tflite")
-    model.export(path, format="litert", verbose=False)
+    model_export(model, path, "litert")
     interpreter = litert.Interpreter(
         model_path=path,
         experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)

@@ -1,12 +1,92 @@
-"""Every private TensorFlow, Keras and tf2onnx API the package uses, in one place.
+"""Every private TensorFlow, Keras and tf2onnx API the package uses, and every difference
+between the supported versions (TensorFlow 2.16 to 2.21, Keras 3.5 to 3.15), in one place.
 
 Each shim names what it reaches into and what it falls back to when that moved; each has a test
 in ``tests/test_compat.py`` that fails when the private API is gone or behaves differently, so
 an upgrade breaks a test instead of silently degrading (the XLA probe's fallback, for one, is
-the slow mask layout).
+the slow mask layout). What differs between the oldest and the newest supported stack is
+listed in docs/COMPATIBILITY.md.
 """
 
 from __future__ import annotations
+
+# -- Versions -------------------------------------------------------------------------------
+
+
+def version_tuple(version):
+    """``"3.15.1"`` -> ``(3, 15, 1)``; ``"2.16.0rc0"`` -> ``(2, 16, 0)``: the release numbers,
+    without pre-release or local parts."""
+    import re
+
+    parts = []
+    for part in str(version).split(".")[:3]:
+        digits = re.match(r"\d+", part)
+        if digits is None:
+            break
+        parts.append(int(digits.group()))
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def keras_version():
+    """The installed Keras's version string (``keras.__version__``)."""
+    import keras
+
+    return keras.__version__
+
+
+# The first Keras release whose ``model.export(format=...)`` makes each format, read off the
+# released wheels' ``Model.export``: 3.0 to 3.7 take ``format`` but write a SavedModel
+# whatever it says; 3.8 checks it against ("tf_saved_model", "onnx"), 3.11 adds "openvino",
+# 3.13 "litert".
+KERAS_EXPORT_SINCE = {"tf_saved_model": "3.0.0", "onnx": "3.8.0", "openvino": "3.11.0",
+                      "litert": "3.13.0"}
+# The first Keras release whose ``model.export`` and ``ExportArchive.write_out`` take
+# ``verbose`` (3.5 prints the SavedModel's signature on every write).
+KERAS_EXPORT_VERBOSE_SINCE = "3.6.0"
+
+
+def keras_export_missing(keras_format, version=None):
+    """Why the installed Keras (or ``version``) cannot ``model.export(format=keras_format)``:
+    one sentence naming the installed version and the first that has the exporter; None when
+    it can. A format no Keras release exports is not this function's question (None)."""
+    since = KERAS_EXPORT_SINCE.get(keras_format)
+    version = version or keras_version()
+    if since is None or version_tuple(version) >= version_tuple(since):
+        return None
+    return (f"the installed Keras {version} has no model.export(format={keras_format!r}); "
+            f"it arrived in Keras {since}")
+
+
+def _takes_verbose(function):
+    import inspect
+
+    try:
+        return "verbose" in inspect.signature(function).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+        return False
+
+
+def write_out(archive, path):
+    """``ExportArchive.write_out(path, verbose=False)``; Keras before 3.6 takes no
+    ``verbose`` (and prints the endpoints, which is all verbose silences)."""
+    if _takes_verbose(archive.write_out):
+        archive.write_out(str(path), verbose=False)
+    else:
+        archive.write_out(str(path))
+
+
+def model_export(model, path, keras_format, **kwargs):
+    """``model.export(path, format=keras_format, verbose=False, **kwargs)``, without
+    ``verbose`` on a Keras before 3.6. ValueError (as Keras raises for an unknown format)
+    when the installed Keras has no such exporter: Keras before 3.8 would ignore ``format``
+    and silently write a SavedModel."""
+    missing = keras_export_missing(keras_format)
+    if missing is not None:
+        raise ValueError(missing[0].upper() + missing[1:] + ".")
+    if _takes_verbose(model.export):
+        kwargs["verbose"] = False
+    return model.export(str(path), format=keras_format, **kwargs)
+
 
 # -- TensorFlow -----------------------------------------------------------------------------
 

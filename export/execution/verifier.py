@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from tfdropblock._compat import keras_export_missing
 from tfdropblock.export.run import golden
 from tfdropblock.export.execution.atomic import check_output_file
 from tfdropblock.export.core.errors import InputError, OutputError
@@ -180,6 +181,13 @@ def check_keras_formats(settings, formats):
         raise InputError(f"Invalid formats={list(without)} (--formats) with exporter='keras' "
                          f"(--exporter keras): Keras's "
                          f"model.export makes {offered} only.")
+    missing = {name: keras_export_missing(registry.get(name).keras_format) for name in formats}
+    missing = {name: why for name, why in missing.items() if why}
+    if missing:
+        raise InputError(f"Invalid formats={list(missing)} (--formats) with exporter='keras' "
+                         f"(--exporter keras): {'; '.join(missing.values())}; "
+                         "exporter='tfdropblock' (the default) converts "
+                         f"{'them' if len(missing) > 1 else 'it'}.")
 
 
 def assert_folds_away(model, formats=FORMATS, inputs=None, atol=1e-5, rtol=1e-4, **kwargs):

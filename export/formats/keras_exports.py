@@ -17,6 +17,7 @@ Keras names the artifacts' tensors its own way (ONNX outputs ``Identity:0``...):
 
 from __future__ import annotations
 
+from tfdropblock._compat import model_export
 from tfdropblock._util import describe_error
 from tfdropblock.export.core.errors import ConversionError
 
@@ -24,7 +25,7 @@ from tfdropblock.export.core.errors import ConversionError
 def keras_export(model, keras_format, path, **kwargs):
     """``model.export(path, format=keras_format, **kwargs)``; ConversionError on failure."""
     try:
-        model.export(str(path), format=keras_format, verbose=False, **kwargs)
+        model_export(model, path, keras_format, **kwargs)
     except Exception as e:
         raise ConversionError(f"Keras's model.export(format={keras_format!r}) failed: "
                               f"{describe_error(e, 500)}") from e

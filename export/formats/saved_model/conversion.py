@@ -3,6 +3,8 @@ calls ``model(x, training=False)``."""
 
 from __future__ import annotations
 
+from tfdropblock._compat import write_out
+
 ENDPOINT = "serve"
 
 
@@ -22,5 +24,5 @@ def export_saved_model(model, path, signature, function=None):
     else:
         fn, input_signature = signature.endpoint(model)
         archive.add_endpoint(ENDPOINT, fn, input_signature=input_signature)
-    archive.write_out(str(path), verbose=False)
+    write_out(archive, path)
     return path
