@@ -253,7 +253,7 @@ def test_a_keras_older_than_the_exporter_is_refused_before_any_conversion(monkey
                    "Keras 3.5.0 has no model.export(format='onnx'); it arrived in Keras 3.8.0; "
                    "exporter='tfdropblock' (the default) converts them."), err
     # SavedModel has Keras's exporter on every supported Keras: no refusal before the run.
-    from tfdropblock.export.settings import Settings
-    from tfdropblock.export.verifier import check_keras_formats
+    from tfdropblock.export.run.settings import Settings
+    from tfdropblock.export.execution.verifier import check_keras_formats
 
     check_keras_formats(Settings(exporter="keras"), ("saved_model",))
