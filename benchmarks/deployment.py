@@ -67,9 +67,9 @@ def keras_runner(model):
 def kit_runner(fmt, artifact):
     """The kit's own first runtime of a quantized ``fmt`` artifact (TFLite flatbuffer bytes,
     ONNX proto), as a function of the images to the class scores."""
-    from tfdropblock.export import formats
+    from tfdropblock.export.formats.quantized import quantizer
 
-    runner = next(iter(formats.get(fmt).quantized_runtimes(artifact).values()))
+    runner = next(iter(quantizer(fmt).runtimes(artifact).values()))
     return lambda x: next(iter(runner({INPUT_NAME: x}).values()))
 
 

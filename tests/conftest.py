@@ -122,7 +122,7 @@ def keras_formats():
     from tfdropblock.export import FORMATS, formats
 
     return tuple(name for name in FORMATS
-                 if keras_export_missing(formats.get(name).keras_format) is None)
+                 if keras_export_missing(formats.keras_exporter(name).keras_format) is None)
 
 
 def needs_keras_export(keras_format):

@@ -283,3 +283,39 @@ def test_how_to_add_a_format_fits_one_screen():
     assert body is not None
     lines = body.splitlines()
     assert len(lines) <= SCREEN and max(map(len, lines)) <= 100, (len(lines), SCREEN)
+
+
+def _must_implement(cls):
+    """The methods of ``cls`` whose body raises NotImplementedError: what a subclass must
+    provide."""
+    import inspect
+    import textwrap
+
+    out = []
+    for name, member in vars(cls).items():
+        if callable(member) and not name.startswith("_"):
+            source = textwrap.dedent(inspect.getsource(member))
+            if "raise NotImplementedError" in source:
+                out.append(name)
+    return out
+
+
+def test_how_to_add_a_format_names_what_the_code_asks():
+    # The section is what the next format follows: the methods it says to implement are the
+    # ones Format leaves unimplemented, every other name it gives exists where it says.
+    from tfdropblock.export.formats import base, keras_exports, quantized
+    from tfdropblock.export.run import registry
+
+    body = section(DOC.read_text(), "How to add a format")
+    implementing = body[body.index("implementing"):body.index("from those")]
+    asked = set(re.findall(r"`(\w+)\(", implementing))
+    assert asked == set(_must_implement(base.Format)), (asked, _must_implement(base.Format))
+    optional = re.search(r"\(optionally (.*?)\)", body, re.S).group(1)
+    for name in re.findall(r"`(\w+)`", optional):
+        assert hasattr(base.Format, name), name
+    assert hasattr(keras_exports, "KerasExporter") and hasattr(registry, "register_keras_exporter")
+    assert hasattr(registry, "register") and hasattr(quantized, "register_quantizer")
+    quantizer_section = section(DOC.read_text(), "How to add a quantized mode")
+    listed = re.search(r"subclasses `Quantizer` \((.*?)\)", quantizer_section, re.S).group(1)
+    required = [n for n in re.findall(r"`(\w+)`", listed.split("optionally")[0])]
+    assert set(required) == set(_must_implement(quantized.Quantizer)), required

@@ -76,9 +76,9 @@ def test_a_registered_variant_is_verified_exported_and_grouped(monkeypatch, tmp_
 
 
 def test_a_run_and_the_given_slice_are_the_one_format_run(tiny_image_model, tmp_path):
-    from tfdropblock.export.formats.quantized import _Given
+    from tfdropblock.export.pipeline.given import GivenArtifacts
     from tfdropblock.export.run.run import Run
     from tfdropblock.export.run.view import FormatRun
 
     assert isinstance(Run(tiny_image_model(), tmp_path, Settings()), FormatRun)
-    assert isinstance(_Given(None, None, [], [], None), FormatRun)
+    assert isinstance(GivenArtifacts(None, None, [], [], None), FormatRun)

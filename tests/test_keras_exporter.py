@@ -194,9 +194,8 @@ from tfdropblock.export.formats import register
 from tfdropblock.export.formats.saved_model.format import SavedModelFormat
 
 
-class NoKerasExporter(SavedModelFormat):
+class NoKerasExporter(SavedModelFormat):  # registers no KerasExporter
     name = "no_keras_exporter"
-    keras_format = None
 
 
 register(NoKerasExporter())
@@ -222,7 +221,7 @@ def test_cli_passes_the_exporter_to_verify(tmp_path, capsys):
 
 # -- A Keras exporter the installed Keras lacks ------------------------------------------------
 
-MISSING = {name: _compat.keras_export_missing(registry.get(name).keras_format)
+MISSING = {name: _compat.keras_export_missing(registry.keras_exporter(name).keras_format)
            for name in FORMATS}
 MISSING = {name: why for name, why in MISSING.items() if why}
 

@@ -25,7 +25,8 @@ from tfdropblock.export.checks.metrics import (THRESHOLDS, Thresholds, output_me
                                         quality_check)
 from tfdropblock.export import formats
 from tfdropblock.export.formats.onnx.quantization import quantize_onnx
-from tfdropblock.export.formats.quantized import check_mode, verify_quantized
+from tfdropblock.export.formats.quantized import check_mode, quantizer
+from tfdropblock.export.pipeline.given import verify_quantized
 from tfdropblock.export.formats.tflite.quantization import QuantizedTFLiteRunner, quantize_tflite
 from tfdropblock.export.run.run import Run, keras_outputs
 from tfdropblock.export.run.settings import Settings
@@ -44,7 +45,7 @@ def quantize_model(model, fmt, mode, calibration):
 
 
 def compare_quantized(fmt, artifact, twin):
-    return formats.get(fmt).twin_comparison(artifact, twin)
+    return quantizer(fmt).twin_comparison(artifact, twin)
 
 
 def small_cnn(dropblock_cls=tfdropblock.DropBlock2D, name="small_cnn"):

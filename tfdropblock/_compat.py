@@ -203,7 +203,7 @@ def tf2onnx_convert_graph_def(graph_def, **kwargs):
     """``tf2onnx.convert._convert_common``: a frozen GraphDef to ``(ModelProto, external
     tensor storage)``, as every public tf2onnx entry point does after its own loading (which
     is what the kit needs to do differently: see
-    :func:`tfdropblock.export.formats.onnx.from_function`)."""
+    :func:`tfdropblock.export.formats.onnx.conversion._from_function`)."""
     from tf2onnx import convert
 
     return convert._convert_common(graph_def, **kwargs)

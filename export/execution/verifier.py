@@ -175,13 +175,14 @@ def check_keras_formats(settings, formats):
 
     if settings.exporter != "keras":
         return
-    without = [name for name in formats if registry.get(name).keras_format is None]
+    without = [name for name in formats if registry.keras_exporter(name) is None]
     if without:
-        offered = tuple(n for n in registry.names() if registry.get(n).keras_format)
+        offered = tuple(n for n in registry.names() if registry.keras_exporter(n))
         raise InputError(f"Invalid formats={list(without)} (--formats) with exporter='keras' "
                          f"(--exporter keras): Keras's "
                          f"model.export makes {offered} only.")
-    missing = {name: keras_export_missing(registry.get(name).keras_format) for name in formats}
+    missing = {name: keras_export_missing(registry.keras_exporter(name).keras_format)
+               for name in formats}
     missing = {name: why for name, why in missing.items() if why}
     if missing:
         raise InputError(f"Invalid formats={list(missing)} (--formats) with exporter='keras' "

@@ -1,7 +1,9 @@
 """The artifacts Keras's own ``model.export`` makes, checked like the kit's (``exporter="keras"``).
 
-Each format names the ``model.export`` format it corresponds to (``keras_format``); the run
-calls Keras's exporter instead of the format's ``convert``. What Keras 3.15's exporters do,
+A format Keras can export to registers a :class:`KerasExporter` beside it
+(``registry.register_keras_exporter``): the ``model.export`` format it corresponds to and how
+to read and run what Keras wrote. With ``exporter="keras"`` the run converts with it instead
+of the format's ``convert``, and the check sequence loads the artifact through it. What Keras 3.15's exporters do,
 which the checks then judge as they find it:
 
 - ``tf_saved_model`` and ``onnx`` trace ``model(x)`` without ``training``: after a layer that
@@ -17,9 +19,51 @@ Keras names the artifacts' tensors its own way (ONNX outputs ``Identity:0``...):
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Callable
+
 from tfdropblock._compat import model_export
 from tfdropblock._util import describe_error
 from tfdropblock.export.core.errors import ConversionError
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasExporter:
+    """Keras's own exporter of one format (``model.export(format=keras_format)``).
+
+    ``calls_inference``: whether it calls ``model(x, training=False)``, which a training-mode
+    leak (see :mod:`..model.leaks`) does not reach (Keras 3.15's SavedModel and ONNX exporters
+    do not); ``options``: run -> the keywords of the format's options it takes; ``read``: the
+    path Keras wrote -> the artifact as the format's ``convert`` returns it; ``first``:
+    ``(run, path)`` run before the format's runtimes, for the refusal a user of Keras's file
+    meets first."""
+
+    keras_format: str
+    calls_inference: bool = False
+    options: Callable[[Any], dict] = lambda run: {}
+    read: Callable[[Any], Any] = lambda path: path
+    first: Callable[[Any, Any], None] | None = None
+
+    def convert(self, fmt, run, reference):
+        """As ``fmt.convert``, through ``model.export``."""
+        path = run.path(fmt.name, reference)
+        keras_export(run.model, self.keras_format, path, **self.options(run))
+        return self.read(path)
+
+    def runtimes(self, fmt, run, artifact):
+        """As ``fmt.runtimes`` for an artifact Keras made: its tensors fed and read under the
+        kit's names (:func:`renamed`), and run once, since Keras reports success for files a
+        runtime cannot run."""
+        if self.first is not None:
+            self.first(run, run.path(fmt.name))
+        io, details, runners = fmt.runtimes(run, artifact)
+        if io is not None:
+            io, runners, names = renamed(io, runners, run.signature.names, list(run.expected[0]))
+            if names:
+                details = {**details, "renamed": names}
+        if {t["name"] for t in (io or run.io)["inputs"]} == {t["name"] for t in run.io["inputs"]}:
+            next(iter(runners.values()))(run.batches[0])
+        return io, details, runners
 
 
 def keras_export(model, keras_format, path, **kwargs):

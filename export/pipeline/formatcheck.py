@@ -3,7 +3,7 @@
 :func:`run_format` is the unit of work and :func:`check_each` the one loop over it:
 :func:`tfdropblock.export.verify` runs that loop in-process, the isolated runner in a child
 process per format group. What is checked, in which order, is
-:meth:`tfdropblock.export.formats.Format.check`.
+:func:`tfdropblock.export.pipeline.sequence.check_format`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from tfdropblock._util import describe_error
 from tfdropblock.export import formats as registry
 from tfdropblock.export.core.errors import ConversionError, InputError, OutputError, refused_write
 from tfdropblock.export.core.results import ERROR, FAILED, CheckResult, FormatResult
+from tfdropblock.export.pipeline.sequence import check_format
 
 def check_each(run, formats, progress=None):
     """``(format, FormatResult)`` of each of ``formats`` in turn, converted and checked on
@@ -33,7 +34,7 @@ def run_format(run, fmt, progress=None):
     start = time.perf_counter()
     try:
         say(fmt, "converting")
-        registry.get(fmt).check(run, result, lambda message: say(fmt, message))
+        check_format(registry.get(fmt), run, result, lambda message: say(fmt, message))
         result.settle()
     except (KeyboardInterrupt, SystemExit, OutputError):
         raise

@@ -23,6 +23,7 @@ from tfdropblock.export.model.loading import check_regular_file
 FORMATS = ("saved_model", "tflite", "onnx")
 
 _REGISTRY = {}
+_KERAS_EXPORTERS = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +84,21 @@ def register(fmt):
 
 
 def unregister(name):
-    """Remove format ``name`` (and nothing else) from the registry."""
+    """Remove format ``name`` (and its Keras exporter, nothing else) from the registry."""
     _REGISTRY.pop(name, None)
+    _KERAS_EXPORTERS.pop(name, None)
+
+
+def register_keras_exporter(name, exporter):
+    """Make ``exporter`` (a :class:`~tfdropblock.export.formats.keras_exports.KerasExporter`)
+    what ``exporter="keras"`` converts format ``name`` with."""
+    _KERAS_EXPORTERS[name] = exporter
+    return exporter
+
+
+def keras_exporter(name):
+    """The Keras exporter registered for format ``name``, or None when Keras has none."""
+    return _KERAS_EXPORTERS.get(name)
 
 
 def get(name):

@@ -228,7 +228,13 @@ class Run:
         key = (fmt, reference)
         if key not in self._cache:
             spec = registry.get(fmt)
-            convert = spec.keras_convert if self.keras_exporter else spec.convert
+            if self.keras_exporter:
+                exporter = registry.keras_exporter(fmt)
+
+                def convert(run, reference):
+                    return exporter.convert(spec, run, reference)
+            else:
+                convert = spec.convert
             if reference:
                 with dropblocks_as_identity(self.model):
                     self._cache[key] = convert(self, True)

@@ -1,7 +1,7 @@
 """What a format sees of a run: :class:`FormatRun`, the one interface a
 :class:`~tfdropblock.export.formats.base.Format` and the check sequence read. A
 :class:`~tfdropblock.export.run.run.Run` is one; so is the slice
-``formats.quantized.verify_quantized`` builds over two artifacts made elsewhere."""
+``pipeline.given.verify_quantized`` builds over two artifacts made elsewhere."""
 
 from __future__ import annotations
 

@@ -3,29 +3,27 @@ conversion, reader, runtime, probe and quantization modules beside it."""
 
 from __future__ import annotations
 
-from tfdropblock._files import write_bytes
 from tfdropblock.export.core.errors import ConversionError
 from tfdropblock.export.formats.base import Format
-from tfdropblock.export.run.registry import Option, register
-from tfdropblock.export.formats.quantized import register_variants
+from tfdropblock.export.formats.keras_exports import KerasExporter
+from tfdropblock.export.formats.quantized import register_quantizer
+from tfdropblock.export.run.registry import Option, register, register_keras_exporter
 from tfdropblock.export.formats.onnx.conversion import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET,
                                                         ONNX_DATA, blocked_by, check_external_data,
                                                         check_opset, convert_onnx, save_onnx)
 from tfdropblock.export.formats.onnx.probe import onnx_probe
-from tfdropblock.export.formats.onnx.quantization import (ONNX_MODES, _onnx_proto, compare_onnx,
-                                                          quantize_onnx)
+from tfdropblock.export.formats.onnx.quantization import OnnxQuantizer
 from tfdropblock.export.formats.onnx.reader import _is_random, load_onnx, onnx_graph, onnx_io
 from tfdropblock.export.formats.onnx.runtime import ort_runners
 
 
 class OnnxFormat(Format):
-    """ONNX through tf2onnx; quantized by ONNX Runtime as :data:`ONNX_MODES`."""
+    """ONNX through tf2onnx."""
 
     name = "onnx"
     title = "ONNX"
     artifact = "model.onnx"
     companions = (ONNX_DATA,)
-    modes = ONNX_MODES
     options = (
         Option("opset", DEFAULT_OPSET, lambda value: check_opset(value), flag="--opset",
                type=int, help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} ({DEFAULT_OPSET})"),
@@ -36,20 +34,6 @@ class OnnxFormat(Format):
     )
     refused_by = "tf2onnx"
     invalid_what = "onnx.checker (full_check) or ONNX Runtime rejects the model"
-    keras_format = "onnx"
-
-    def keras_options(self, run):
-        return {"opset_version": run.settings.option("opset")}
-
-    def keras_artifact(self, path):
-        return load_onnx(path)
-
-    def keras_runtimes(self, run, artifact):
-        # ONNX Runtime first: its refusal is what a user of Keras's file meets (Keras reported
-        # success), and what the validity finding should say.
-        ort_runners(run.path(self.name))
-        return super().keras_runtimes(run, artifact)
-
     def convert(self, run, reference):
         """The raw ModelProto; written to disk only when it holds no unconverted op."""
         settings = run.settings
@@ -105,22 +89,10 @@ class OnnxFormat(Format):
                                   f"{run.signature.names}")
 
 
-    # -- quantized variants ----------------------------------------------------------------
-
-    def quantize(self, run, mode, reference, calibration):
-        quantized = quantize_onnx(run.get(self.name, reference), mode, calibration)
-        write_bytes(run.path(f"{self.name}:{mode}", reference), quantized.SerializeToString())
-        return quantized
-
-    def quantized_runtimes(self, artifact):
-        import onnx
-
-        onnx.checker.check_model(artifact, full_check=True)
-        return ort_runners(artifact.SerializeToString())
-
-    def twin_comparison(self, artifact, twin):
-        return compare_onnx(_onnx_proto(artifact), _onnx_proto(twin))
-
-
 ONNX = register(OnnxFormat())
-register_variants(ONNX)
+register_quantizer(ONNX, OnnxQuantizer())
+# ONNX Runtime loads Keras's file first: its refusal is what a user of that file meets (Keras
+# reported success), and what the validity finding should say.
+register_keras_exporter(ONNX.name, KerasExporter(
+    "onnx", options=lambda run: {"opset_version": run.settings.option("opset")},
+    read=load_onnx, first=lambda run, path: ort_runners(path)))

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tfdropblock._files import write_bytes
 from tfdropblock._util import describe_error
 from tfdropblock.export.run.calibration import check_calibration
 from tfdropblock.export.checks.rules import MAX_DIFFERENCES, TwinComparison
 from tfdropblock.export.core.errors import ConversionError, InputError
-from tfdropblock.export.formats.quantized import check_mode
+from tfdropblock.export.formats.quantized import Quantizer, check_mode
 from tfdropblock.export.run.registry import check_bool
 from tfdropblock.export.formats.onnx.reader import load_onnx, onnx_graph, onnx_inputs
+from tfdropblock.export.formats.onnx.runtime import ort_runners
 
 ONNX_MODES = ("dynamic", "int8")
 
@@ -261,3 +263,23 @@ def _sha(*parts):
         h.update(len(part).to_bytes(8, "little"))
         h.update(part)
     return h.digest()
+
+
+class OnnxQuantizer(Quantizer):
+    """ONNX Runtime's quantizer, as :data:`ONNX_MODES`."""
+
+    modes = ONNX_MODES
+
+    def quantize(self, run, mode, reference, calibration):
+        quantized = quantize_onnx(run.get("onnx", reference), mode, calibration)
+        write_bytes(run.path(f"onnx:{mode}", reference), quantized.SerializeToString())
+        return quantized
+
+    def runtimes(self, artifact):
+        import onnx
+
+        onnx.checker.check_model(artifact, full_check=True)
+        return ort_runners(artifact.SerializeToString())
+
+    def twin_comparison(self, artifact, twin):
+        return compare_onnx(_onnx_proto(artifact), _onnx_proto(twin))

@@ -6,7 +6,8 @@ from __future__ import annotations
 from tfdropblock._util import describe_error
 from tfdropblock.export.core.errors import ConversionError, InputError
 from tfdropblock.export.formats.base import Format
-from tfdropblock.export.run.registry import register
+from tfdropblock.export.formats.keras_exports import KerasExporter
+from tfdropblock.export.run.registry import register, register_keras_exporter
 from tfdropblock.export.model.graphs import is_tf_random
 from tfdropblock.export.formats.saved_model.conversion import ENDPOINT, export_saved_model
 from tfdropblock.export.formats.saved_model.probe import saved_model_probe
@@ -19,7 +20,6 @@ class SavedModelFormat(Format):
     title = "SavedModel"
     artifact = "saved_model"
     invalid_what = "the SavedModel does not reload"
-    keras_format = "tf_saved_model"
 
     def convert(self, run, reference):
         path = run.path(self.name, reference)
@@ -54,3 +54,4 @@ class SavedModelFormat(Format):
 
 
 SAVED_MODEL = register(SavedModelFormat())
+register_keras_exporter(SAVED_MODEL.name, KerasExporter("tf_saved_model"))

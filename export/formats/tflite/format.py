@@ -9,26 +9,23 @@ from tfdropblock._util import describe_error
 from tfdropblock._files import write_bytes
 from tfdropblock.export.core.errors import ConversionError
 from tfdropblock.export.formats.base import Format
-from tfdropblock.export.run.registry import Option, check_bool, register
-from tfdropblock.export.formats.quantized import register_variants
-from tfdropblock.export.core.results import CheckResult, Finding
+from tfdropblock.export.formats.keras_exports import KerasExporter
+from tfdropblock.export.formats.quantized import register_quantizer
+from tfdropblock.export.run.registry import Option, check_bool, register, register_keras_exporter
 from tfdropblock.export.formats.tflite.conversion import convert_tflite
 from tfdropblock.export.formats.tflite.probe import tflite_probe
-from tfdropblock.export.formats.tflite.quantization import (QuantizedTFLiteRunner, TFLITE_MODES,
-                                                            _tflite_bytes, compare_tflite,
-                                                            float_ops, quantize_tflite)
+from tfdropblock.export.formats.tflite.quantization import TFLiteQuantizer
 from tfdropblock.export.formats.tflite.reader import is_tflite_random, tflite_graph
 from tfdropblock.export.formats.tflite.runtime import TFLiteRunner
 
 
 class TFLiteFormat(Format):
-    """LiteRT flatbuffers, converted from the SavedModel; quantized as :data:`TFLITE_MODES`."""
+    """LiteRT flatbuffers, converted from the SavedModel."""
 
     name = "tflite"
     title = "TFLite"
     artifact = "model.tflite"
     converts_from = "saved_model"
-    modes = TFLITE_MODES
     options = (
         Option("tflite_select_tf_ops", False, check_bool("tflite_select_tf_ops"),
                help="allow TensorFlow (Flex) ops, which the standard LiteRT runtime refuses"),
@@ -39,12 +36,6 @@ class TFLiteFormat(Format):
     refused_by = "TFLite converter (builtin ops only)"
     invalid_what = ("the model does not load and run in the LiteRT interpreter (builtin ops, "
                     "no default delegate)")
-    keras_format = "litert"
-    keras_calls_inference = True  # Keras 3.15's LiteRT exporter passes training=False
-
-    def keras_artifact(self, path):
-        return Path(path).read_bytes()
-
     def convert(self, run, reference):
         saved = run.get(self.converts_from, reference)
         try:
@@ -79,37 +70,8 @@ class TFLiteFormat(Format):
         return tflite_probe(artifact)
 
 
-    # -- quantized variants ----------------------------------------------------------------
-
-    def quantize(self, run, mode, reference, calibration):
-        data = quantize_tflite(run.get("saved_model", reference), mode, calibration,
-                               int8_io=run.settings.option("int8_io"))
-        write_bytes(run.path(f"{self.name}:{mode}", reference), data)
-        return data
-
-    def quantized_runtimes(self, artifact):
-        return {"litert": QuantizedTFLiteRunner(artifact)}
-
-    def twin_comparison(self, artifact, twin):
-        return compare_tflite(_tflite_bytes(artifact), _tflite_bytes(twin))
-
-    def quantized_checks(self, mode, artifact):
-        """int8 only: ``coverage``, the ops still computing in float (a warning when any)."""
-        if mode != "int8":
-            return {}, []
-        floating = float_ops(artifact)
-        check = CheckResult(True if not floating else None, {
-            "float_ops": floating, "status": "integer" if not floating else "partial"})
-        warnings_ = [Finding(
-            "coverage", "ops still computing in float: " + ", ".join(
-                f"{op} x{n}" for op, n in sorted(floating.items())), self.name,
-            "the TFLite quantizer has no int8 version of them; an integer-only "
-            "accelerator cannot run this model")] if floating else []
-        return {"coverage": check}, warnings_
-
-    def quantization_info(self, run, mode):
-        return {"int8_io": run.settings.option("int8_io") if mode == "int8" else None}
-
-
 TFLITE = register(TFLiteFormat())
-register_variants(TFLITE)
+register_quantizer(TFLITE, TFLiteQuantizer())
+# Keras 3.15's LiteRT exporter passes training=False.
+register_keras_exporter(TFLITE.name, KerasExporter(
+    "litert", calls_inference=True, read=lambda path: Path(path).read_bytes()))

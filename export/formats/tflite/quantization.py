@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tfdropblock._files import write_bytes
+from tfdropblock.export.core.results import CheckResult, Finding
 from tfdropblock.export.run.calibration import check_calibration
 from tfdropblock.export.checks.rules import MAX_DIFFERENCES, TwinComparison
 from tfdropblock.export.core.errors import InputError
-from tfdropblock.export.formats.quantized import check_mode
+from tfdropblock.export.formats.quantized import Quantizer, check_mode
 from tfdropblock.export.run.registry import check_bool
 from tfdropblock.export.formats.saved_model.conversion import ENDPOINT
 from tfdropblock.export.formats.saved_model.reader import read_saved_model
@@ -246,3 +248,39 @@ def float_ops(content):
                                              for t in tensors):
                 counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+class TFLiteQuantizer(Quantizer):
+    """The TFLite converter's post-training quantization, as :data:`TFLITE_MODES`, from the
+    SavedModel."""
+
+    modes = TFLITE_MODES
+
+    def quantize(self, run, mode, reference, calibration):
+        data = quantize_tflite(run.get("saved_model", reference), mode, calibration,
+                               int8_io=run.settings.option("int8_io"))
+        write_bytes(run.path(f"tflite:{mode}", reference), data)
+        return data
+
+    def runtimes(self, artifact):
+        return {"litert": QuantizedTFLiteRunner(artifact)}
+
+    def twin_comparison(self, artifact, twin):
+        return compare_tflite(_tflite_bytes(artifact), _tflite_bytes(twin))
+
+    def checks(self, mode, artifact):
+        """int8 only: ``coverage``, the ops still computing in float (a warning when any)."""
+        if mode != "int8":
+            return {}, []
+        floating = float_ops(artifact)
+        check = CheckResult(True if not floating else None, {
+            "float_ops": floating, "status": "integer" if not floating else "partial"})
+        warnings_ = [Finding(
+            "coverage", "ops still computing in float: " + ", ".join(
+                f"{op} x{n}" for op, n in sorted(floating.items())), "tflite",
+            "the TFLite quantizer has no int8 version of them; an integer-only "
+            "accelerator cannot run this model")] if floating else []
+        return {"coverage": check}, warnings_
+
+    def info(self, run, mode):
+        return {"int8_io": run.settings.option("int8_io") if mode == "int8" else None}
